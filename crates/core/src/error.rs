@@ -1,0 +1,82 @@
+//! The one error type every front end maps to its protocol's status codes.
+
+use std::fmt;
+
+/// What went wrong, closed so that every front end maps each kind exhaustively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed or does not fit the model.
+    InvalidInput,
+    /// No such model, version or route.
+    NotFound,
+    /// The model exists but is not ready to serve.
+    NotReady,
+    /// Too much work queued: try again later.
+    Overloaded,
+    /// The request's deadline passed before it finished.
+    Timeout,
+    /// The server cannot serve right now (shutting down, engine missing).
+    Unavailable,
+    /// The operation is not supported.
+    Unimplemented,
+    /// A fault inside the server.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Stable snake_case name, used in logs and in the `outcome` label of metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// An error with a message meant for the client: it says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// The kind, which decides the status code.
+    pub kind: ErrorKind,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// [`ErrorKind::InvalidInput`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// [`ErrorKind::NotFound`].
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// [`ErrorKind::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}

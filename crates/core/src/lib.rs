@@ -1,0 +1,16 @@
+//! Quiver's core: the model manager, version routing and the inference facade.
+//!
+//! Front ends (HTTP, gRPC) decode their wire format into named [`Tensor`]s, ask the
+//! [`ModelManager`] for a [`LoadedVersion`] and call [`LoadedVersion::infer`]. The core never
+//! learns which protocol or which engine is in play.
+
+mod error;
+mod executor;
+mod manager;
+mod version;
+
+pub use error::{Error, ErrorKind};
+pub use manager::{ManagerOptions, ModelManager, VersionSelector, VersionState, VersionStatus};
+pub use version::shape_text;
+pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
+pub use version::{LoadedVersion, NamedTensor};

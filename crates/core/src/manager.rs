@@ -1,0 +1,260 @@
+//! The model manager: which versions of which models exist, their state, and routing requests
+//! to a loaded version.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use quiver_engine_api::{Engine, EngineOptions};
+use quiver_repository::{self as repository, ModelDir, RepositoryError};
+
+use crate::version::LoadedVersion;
+use crate::Error;
+
+/// Lifecycle state of one model version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    /// Known, not yet loading.
+    Start,
+    /// The engine is loading it.
+    Loading,
+    /// Serving.
+    Available,
+    /// Finishing its in-flight work before it is dropped.
+    Unloading,
+    /// Unloaded.
+    End,
+    /// Loading failed; the reason is in [`VersionStatus::error`].
+    Failed,
+}
+
+impl VersionState {
+    /// Upper-case name as TF Serving shows it; `Failed` is TF Serving's `END` with an error.
+    pub fn tf_name(self) -> &'static str {
+        match self {
+            VersionState::Start => "START",
+            VersionState::Loading => "LOADING",
+            VersionState::Available => "AVAILABLE",
+            VersionState::Unloading => "UNLOADING",
+            VersionState::End | VersionState::Failed => "END",
+        }
+    }
+}
+
+/// Status of one model version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionStatus {
+    /// Version number.
+    pub version: u64,
+    /// Lifecycle state.
+    pub state: VersionState,
+    /// Why loading failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Which version of a model a request wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// The highest available version.
+    Latest,
+    /// Exactly this version.
+    Specific(u64),
+}
+
+impl std::fmt::Display for VersionSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionSelector::Latest => f.write_str("latest"),
+            VersionSelector::Specific(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+struct VersionRecord {
+    state: VersionState,
+    error: Option<String>,
+    loaded: Option<Arc<LoadedVersion>>,
+}
+
+#[derive(Default)]
+struct ModelRecord {
+    versions: BTreeMap<u64, VersionRecord>,
+}
+
+/// How the manager runs the models it loads.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Options handed to the engine for every model.
+    pub engine: EngineOptions,
+    /// Engine threads (instances) per loaded version.
+    pub instances: usize,
+    /// Requests that may wait for a version's engine threads before new ones are refused.
+    pub queue_capacity: usize,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineOptions::default(),
+            instances: 1,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// Owns every model version's lifecycle and hands loaded versions to requests.
+pub struct ModelManager {
+    engine: Arc<dyn Engine>,
+    options: ManagerOptions,
+    models: RwLock<BTreeMap<String, ModelRecord>>,
+}
+
+impl ModelManager {
+    /// A manager with no models that loads them with `engine`.
+    pub fn new(engine: Arc<dyn Engine>, options: ManagerOptions) -> Self {
+        Self {
+            engine,
+            options,
+            models: RwLock::default(),
+        }
+    }
+
+    /// Loads every model of the repository at `root`: the highest version of each (TF Serving's
+    /// default `latest` policy). A model that fails to load is recorded as failed and does not
+    /// stop the others. Blocking: call it off the async runtime.
+    pub fn load_repository(&self, root: &Path) -> Result<(), RepositoryError> {
+        let scan = repository::scan(root)?;
+        for skipped in &scan.skipped {
+            tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "skipped repository entry");
+        }
+        for model in &scan.models {
+            self.load_latest(model);
+        }
+        Ok(())
+    }
+
+    fn load_latest(&self, model: &ModelDir) {
+        let Some(latest) = model.latest() else {
+            tracing::warn!(model = %model.name, path = %model.path.display(), "model has no versions; nothing to serve");
+            self.write().entry(model.name.clone()).or_default();
+            return;
+        };
+        self.set_state(&model.name, latest.version, VersionState::Loading, None, None);
+        let started = Instant::now();
+        let result = self
+            .engine
+            .load(&latest.model_file, &self.options.engine)
+            .map_err(|e| e.to_string())
+            .and_then(|session| {
+                LoadedVersion::start(
+                    &model.name,
+                    latest.version,
+                    self.engine.platform(),
+                    session,
+                    self.options.instances,
+                    self.options.queue_capacity,
+                )
+                .map_err(|e| format!("cannot start the model's threads: {e}"))
+            });
+        match result {
+            Ok(loaded) => {
+                tracing::info!(model = %model.name, version = latest.version, engine = self.engine.name(),
+                    seconds = started.elapsed().as_secs_f64(), "model version available");
+                let loaded = Some(Arc::new(loaded));
+                self.set_state(&model.name, latest.version, VersionState::Available, None, loaded);
+            }
+            Err(reason) => {
+                tracing::error!(model = %model.name, version = latest.version, %reason, "model version failed to load");
+                self.set_state(&model.name, latest.version, VersionState::Failed, Some(reason), None);
+            }
+        }
+    }
+
+    fn set_state(
+        &self,
+        name: &str,
+        version: u64,
+        state: VersionState,
+        error: Option<String>,
+        loaded: Option<Arc<LoadedVersion>>,
+    ) {
+        let mut models = self.write();
+        let record = models.entry(name.to_owned()).or_default();
+        record.versions.insert(
+            version,
+            VersionRecord {
+                state,
+                error,
+                loaded,
+            },
+        );
+    }
+
+    /// The loaded version of `name` that `selector` picks.
+    pub fn get(&self, name: &str, selector: &VersionSelector) -> Result<Arc<LoadedVersion>, Error> {
+        let models = self.read();
+        let record = models
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("model '{name}' not found")))?;
+        match selector {
+            VersionSelector::Latest => record
+                .versions
+                .values()
+                .rev()
+                .find_map(|v| v.loaded.clone())
+                .ok_or_else(|| {
+                    Error::not_found(format!("model '{name}' has no available version"))
+                }),
+            VersionSelector::Specific(version) => match record.versions.get(version) {
+                Some(VersionRecord {
+                    loaded: Some(loaded),
+                    ..
+                }) => Ok(Arc::clone(loaded)),
+                Some(v) => Err(Error::not_found(format!(
+                    "version {version} of model '{name}' is not available (state {})",
+                    v.state.tf_name()
+                ))),
+                None => Err(Error::not_found(format!(
+                    "model '{name}' has no version {version}"
+                ))),
+            },
+        }
+    }
+
+    /// Status of every version of `name`, or of one version.
+    pub fn status(&self, name: &str, version: Option<u64>) -> Result<Vec<VersionStatus>, Error> {
+        let models = self.read();
+        let record = models
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("model '{name}' not found")))?;
+        let status = |(&version, v): (&u64, &VersionRecord)| VersionStatus {
+            version,
+            state: v.state,
+            error: v.error.clone(),
+        };
+        match version {
+            None => Ok(record.versions.iter().rev().map(status).collect()),
+            Some(wanted) => record
+                .versions
+                .get_key_value(&wanted)
+                .map(|entry| vec![status(entry)])
+                .ok_or_else(|| {
+                    Error::not_found(format!("model '{name}' has no version {wanted}"))
+                }),
+        }
+    }
+
+    /// Names of all known models.
+    pub fn model_names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelRecord>> {
+        self.models.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelRecord>> {
+        self.models.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}

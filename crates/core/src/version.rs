@@ -1,0 +1,242 @@
+//! A loaded, servable model version and the checks every request passes before compute.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use quiver_engine_api::{ModelSignature, Session, Tensor, TensorSpec};
+
+use crate::executor::Executor;
+use crate::Error;
+
+/// A tensor with the name of the model input or output it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Input or output name.
+    pub name: String,
+    /// The tensor.
+    pub tensor: Tensor,
+}
+
+impl NamedTensor {
+    /// Pairs `name` with `tensor`.
+    pub fn new(name: impl Into<String>, tensor: Tensor) -> Self {
+        Self {
+            name: name.into(),
+            tensor,
+        }
+    }
+}
+
+/// A model version ready to serve. Requests hold an `Arc` to it, so a version being retired
+/// finishes the work it accepted before its engine session is dropped.
+pub struct LoadedVersion {
+    name: String,
+    version: u64,
+    platform: &'static str,
+    signature: ModelSignature,
+    executor: Executor,
+}
+
+impl std::fmt::Debug for LoadedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedVersion")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedVersion {
+    pub(crate) fn start(
+        name: &str,
+        version: u64,
+        platform: &'static str,
+        session: Box<dyn Session>,
+        threads: usize,
+        queue: usize,
+    ) -> std::io::Result<Self> {
+        let signature = session.signature().clone();
+        let executor = Executor::start(name, Arc::from(session), threads, queue)?;
+        Ok(Self {
+            name: name.to_owned(),
+            version,
+            platform,
+            signature,
+            executor,
+        })
+    }
+
+    /// Model name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Version number.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The engine's platform name (`tract_onnx`, `onnxruntime_onnx`).
+    pub fn platform(&self) -> &'static str {
+        self.platform
+    }
+
+    /// Inputs and outputs.
+    pub fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    /// Runs the model on `inputs` (any order, each named once) and returns every output in
+    /// signature order.
+    pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, Error> {
+        let ordered = order_inputs(&self.signature, inputs)?;
+        let outputs = self.executor.run(ordered).await?;
+        if outputs.len() != self.signature.outputs.len() {
+            return Err(Error::internal(format!(
+                "the engine returned {} outputs, the signature has {}",
+                outputs.len(),
+                self.signature.outputs.len()
+            )));
+        }
+        Ok(self
+            .signature
+            .outputs
+            .iter()
+            .zip(outputs)
+            .map(|(spec, tensor)| NamedTensor::new(spec.name.clone(), tensor))
+            .collect())
+    }
+}
+
+/// Checks names, dtypes and shapes against the signature and puts the inputs in its order.
+pub(crate) fn order_inputs(
+    signature: &ModelSignature,
+    inputs: Vec<NamedTensor>,
+) -> Result<Vec<Tensor>, Error> {
+    let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
+    for input in inputs {
+        let Some(ix) = signature.input_index(&input.name) else {
+            return Err(Error::invalid(format!(
+                "unknown input '{}'; the model's inputs are {}",
+                input.name,
+                names(&signature.inputs)
+            )));
+        };
+        let spec = &signature.inputs[ix];
+        check_tensor(spec, &input.tensor)?;
+        if slots[ix].replace(input.tensor).is_some() {
+            return Err(Error::invalid(format!("input '{}' is given twice", spec.name)));
+        }
+    }
+    let missing: Vec<&str> = signature
+        .inputs
+        .iter()
+        .zip(&slots)
+        .filter(|(_, slot)| slot.is_none())
+        .map(|(spec, _)| spec.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::invalid(format!(
+            "missing input{} '{}'; the model's inputs are {}",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join("', '"),
+            names(&signature.inputs)
+        )));
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+fn check_tensor(spec: &TensorSpec, tensor: &Tensor) -> Result<(), Error> {
+    if tensor.dtype() != spec.dtype {
+        return Err(Error::invalid(format!(
+            "input '{}': expected data type {}, got {}",
+            spec.name,
+            spec.dtype,
+            tensor.dtype()
+        )));
+    }
+    if !spec.accepts_shape(tensor.shape()) {
+        return Err(Error::invalid(format!(
+            "input '{}': expected shape {}, got {}",
+            spec.name,
+            shape_text(&spec.shape),
+            shape_text(tensor.shape())
+        )));
+    }
+    Ok(())
+}
+
+/// `[-1,3,224,224]`, the way error messages show shapes.
+pub fn shape_text<T: std::fmt::Display>(dims: &[T]) -> String {
+    let mut s = String::from("[");
+    for (i, d) in dims.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{d}");
+    }
+    s.push(']');
+    s
+}
+
+fn names(specs: &[TensorSpec]) -> String {
+    let quoted: Vec<String> = specs.iter().map(|s| format!("'{}'", s.name)).collect();
+    quoted.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_engine_api::{DataType, TensorData};
+
+    fn sig() -> ModelSignature {
+        ModelSignature {
+            inputs: vec![
+                TensorSpec {
+                    name: "a".into(),
+                    dtype: DataType::F32,
+                    shape: vec![-1, 2],
+                },
+                TensorSpec {
+                    name: "b".into(),
+                    dtype: DataType::I64,
+                    shape: vec![-1],
+                },
+            ],
+            outputs: vec![],
+        }
+    }
+
+    fn a(rows: usize) -> NamedTensor {
+        let t = Tensor::new(vec![rows, 2], TensorData::F32(vec![0.0; rows * 2])).unwrap();
+        NamedTensor::new("a", t)
+    }
+
+    fn b() -> NamedTensor {
+        NamedTensor::new("b", Tensor::new(vec![1], TensorData::I64(vec![1])).unwrap())
+    }
+
+    #[test]
+    fn orders_inputs_by_signature() {
+        let ordered = order_inputs(&sig(), vec![b(), a(1)]).unwrap();
+        assert_eq!(ordered[0].dtype(), DataType::F32);
+        assert_eq!(ordered[1].dtype(), DataType::I64);
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let e = order_inputs(&sig(), vec![a(1)]).unwrap_err();
+        assert_eq!(e.message, "missing input 'b'; the model's inputs are 'a', 'b'");
+        let e = order_inputs(&sig(), vec![a(1), b(), NamedTensor::new("c", b().tensor)])
+            .unwrap_err();
+        assert!(e.message.starts_with("unknown input 'c'"), "{}", e.message);
+        let e = order_inputs(&sig(), vec![a(1), a(1), b()]).unwrap_err();
+        assert_eq!(e.message, "input 'a' is given twice");
+        let wrong = Tensor::new(vec![1, 3], TensorData::F32(vec![0.0; 3])).unwrap();
+        let e = order_inputs(&sig(), vec![NamedTensor::new("a", wrong), b()]).unwrap_err();
+        assert_eq!(e.message, "input 'a': expected shape [-1,2], got [1,3]");
+        let e = order_inputs(&sig(), vec![a(1), NamedTensor::new("b", a(1).tensor)]).unwrap_err();
+        assert_eq!(e.message, "input 'b': expected data type INT64, got FP32");
+    }
+}

@@ -1,0 +1,110 @@
+//! The contract between Quiver and its inference engines.
+//!
+//! Everything here is plain data plus two traits: an [`Engine`] loads a model file into a
+//! [`Session`]; a session reports its [`ModelSignature`] and runs tensors through the model.
+//! Nothing in this crate knows about async runtimes or wire protocols.
+
+mod dtype;
+mod tensor;
+
+pub use dtype::DataType;
+pub use half::f16;
+pub use tensor::{Tensor, TensorData, element_count};
+
+use std::path::Path;
+
+/// One named input or output of a model, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The name clients use for this tensor.
+    pub name: String,
+    /// Element type.
+    pub dtype: DataType,
+    /// Dimensions; `-1` marks a dimension only known at run time (dynamic).
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Whether `shape` (a concrete tensor shape) fits this spec: same rank, equal fixed dims.
+    pub fn accepts_shape(&self, shape: &[usize]) -> bool {
+        self.shape.len() == shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(&want, &got)| want < 0 || usize::try_from(want).is_ok_and(|w| w == got))
+    }
+}
+
+/// The inputs and outputs of a loaded model, in the order [`Session::run`] takes and returns them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelSignature {
+    /// Model inputs.
+    pub inputs: Vec<TensorSpec>,
+    /// Model outputs.
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl ModelSignature {
+    /// Position of the input called `name`.
+    pub fn input_index(&self, name: &str) -> Option<usize> {
+        self.inputs.iter().position(|s| s.name == name)
+    }
+
+    /// Position of the output called `name`.
+    pub fn output_index(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|s| s.name == name)
+    }
+}
+
+/// Options an engine honours when it loads a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Threads one inference call may use (intra-op parallelism).
+    pub intra_op_threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            intra_op_threads: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+/// Why an engine could not load or run a model. `Clone`, so one failure can be handed to every
+/// request of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The model file could not be read or understood.
+    #[error("cannot load model: {0}")]
+    Load(String),
+    /// The model uses something this engine cannot run.
+    #[error("unsupported by this engine: {0}")]
+    Unsupported(String),
+    /// The inputs handed to [`Session::run`] do not fit the model.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The engine failed while computing.
+    #[error("inference failed: {0}")]
+    Runtime(String),
+}
+
+/// An inference engine: turns a model file into a runnable [`Session`].
+pub trait Engine: Send + Sync {
+    /// Short name used in configuration and logs, e.g. `tract`.
+    fn name(&self) -> &'static str;
+    /// Platform name reported to clients, e.g. `tract_onnx` (Triton's `platform` field).
+    fn platform(&self) -> &'static str;
+    /// Loads the model at `path`.
+    fn load(&self, path: &Path, options: &EngineOptions) -> Result<Box<dyn Session>, EngineError>;
+}
+
+/// A loaded model, ready to run. Blocking: callers run it on their own threads.
+pub trait Session: Send + Sync {
+    /// Inputs and outputs of the model.
+    fn signature(&self) -> &ModelSignature;
+    /// Runs the model. `inputs` are in [`ModelSignature::inputs`] order and already checked
+    /// against it (dtype and shape); outputs come back in [`ModelSignature::outputs`] order.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
+}

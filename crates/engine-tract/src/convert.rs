@@ -1,0 +1,101 @@
+//! Conversions between Quiver's tensors and tract's.
+
+use quiver_engine_api::{DataType, EngineError, Tensor, TensorData, f16};
+use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+use tract_onnx::prelude::{DatumType, TValue};
+
+pub(crate) fn dtype_from_tract(dt: DatumType) -> Option<DataType> {
+    Some(match dt {
+        DatumType::Bool => DataType::Bool,
+        DatumType::U8 => DataType::U8,
+        DatumType::U16 => DataType::U16,
+        DatumType::U32 => DataType::U32,
+        DatumType::U64 => DataType::U64,
+        DatumType::I8 => DataType::I8,
+        DatumType::I16 => DataType::I16,
+        DatumType::I32 => DataType::I32,
+        DatumType::I64 => DataType::I64,
+        DatumType::F16 => DataType::F16,
+        DatumType::F32 => DataType::F32,
+        DatumType::F64 => DataType::F64,
+        DatumType::String => DataType::String,
+        _ => return None,
+    })
+}
+
+/// Moves a Quiver tensor into a tract tensor; numeric data is not copied.
+pub(crate) fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, EngineError> {
+    fn array<T>(shape: &[usize], v: Vec<T>) -> Result<ArrayD<T>, EngineError> {
+        ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| EngineError::InvalidInput(e.to_string()))
+    }
+    let (shape, data) = t.into_parts();
+    Ok(match data {
+        TensorData::String(v) => {
+            let strings = v
+                .into_iter()
+                .map(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        EngineError::InvalidInput(
+                            "this engine takes only UTF-8 text in string tensors".into(),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            array(&shape, strings)?.into()
+        }
+        TensorData::Bool(v) => array(&shape, v)?.into(),
+        TensorData::U8(v) => array(&shape, v)?.into(),
+        TensorData::U16(v) => array(&shape, v)?.into(),
+        TensorData::U32(v) => array(&shape, v)?.into(),
+        TensorData::U64(v) => array(&shape, v)?.into(),
+        TensorData::I8(v) => array(&shape, v)?.into(),
+        TensorData::I16(v) => array(&shape, v)?.into(),
+        TensorData::I32(v) => array(&shape, v)?.into(),
+        TensorData::I64(v) => array(&shape, v)?.into(),
+        TensorData::F16(v) => array(&shape, v)?.into(),
+        TensorData::F32(v) => array(&shape, v)?.into(),
+        TensorData::F64(v) => array(&shape, v)?.into(),
+    })
+}
+
+/// Copies a tract output into a Quiver tensor.
+pub(crate) fn from_tract(v: &TValue) -> Result<Tensor, EngineError> {
+    let view = v
+        .try_as_plain_ram()
+        .map_err(|e| EngineError::Runtime(format!("{e:#}")))?;
+    let shape = view.shape().to_vec();
+    let err = |e: tract_onnx::prelude::TractError| EngineError::Runtime(format!("{e:#}"));
+    macro_rules! copy {
+        ($variant:ident, $t:ty) => {
+            TensorData::$variant(view.as_slice::<$t>().map_err(err)?.to_vec())
+        };
+    }
+    let data = match view.datum_type() {
+        DatumType::Bool => copy!(Bool, bool),
+        DatumType::U8 => copy!(U8, u8),
+        DatumType::U16 => copy!(U16, u16),
+        DatumType::U32 => copy!(U32, u32),
+        DatumType::U64 => copy!(U64, u64),
+        DatumType::I8 => copy!(I8, i8),
+        DatumType::I16 => copy!(I16, i16),
+        DatumType::I32 => copy!(I32, i32),
+        DatumType::I64 => copy!(I64, i64),
+        DatumType::F16 => copy!(F16, f16),
+        DatumType::F32 => copy!(F32, f32),
+        DatumType::F64 => copy!(F64, f64),
+        DatumType::String => TensorData::String(
+            view.as_slice::<String>()
+                .map_err(err)?
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+        ),
+        other => {
+            return Err(EngineError::Unsupported(format!(
+                "output element type {other:?}"
+            )));
+        }
+    };
+    Tensor::new(shape, data).map_err(EngineError::Runtime)
+}
+

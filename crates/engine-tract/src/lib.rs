@@ -1,0 +1,167 @@
+//! Quiver's pure-Rust ONNX engine, built on [tract](https://github.com/sonos/tract).
+//!
+//! It needs no native library, so it is always available and is the default. The model is
+//! optimised once at load time with its dynamic dimensions kept symbolic, then run with concrete
+//! shapes. Convolutional models are run one item at a time: tract is much faster at batch 1 than
+//! at larger batches on them (see `shared/models/README.md`).
+
+mod convert;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use quiver_engine_api::{
+    DataType, Engine, EngineError, EngineOptions, ModelSignature, Session, Tensor, TensorSpec,
+};
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::RunOptions;
+
+/// The tract engine. Stateless: every loaded model carries its own plan and thread pool.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TractEngine;
+
+impl Engine for TractEngine {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn platform(&self) -> &'static str {
+        "tract_onnx"
+    }
+
+    fn load(&self, path: &Path, options: &EngineOptions) -> Result<Box<dyn Session>, EngineError> {
+        TractSession::load(path, options).map(|s| Box::new(s) as Box<dyn Session>)
+    }
+}
+
+type Plan = Arc<TypedSimplePlan>;
+
+/// A model optimised by tract, ready to run.
+pub struct TractSession {
+    plan: Plan,
+    signature: ModelSignature,
+    /// Run a batch item by item (see the crate docs).
+    split_batch: bool,
+}
+
+impl TractSession {
+    /// Loads and optimises the ONNX model at `path`.
+    pub fn load(path: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
+        let load_err = |e: TractError| EngineError::Load(format!("{}: {e:#}", path.display()));
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(load_err)?
+            .into_optimized()
+            .map_err(load_err)?;
+        let signature = signature_of(&model)?;
+        let split_batch = is_convolutional(&model) && batch_is_dynamic(&signature);
+        let threads = options.intra_op_threads.max(1);
+        let executor = if threads > 1 {
+            Some(Executor::multithread_with_name(threads, "quiver-tract"))
+        } else {
+            None
+        };
+        let run_options = RunOptions {
+            executor,
+            ..RunOptions::default()
+        };
+        let plan = TypedSimplePlan::new_with_options(model, &run_options).map_err(load_err)?;
+        Ok(Self {
+            plan,
+            signature,
+            split_batch,
+        })
+    }
+
+    fn run_once(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        let values = inputs
+            .into_iter()
+            .map(|t| convert::to_tract(t).map(TValue::from))
+            .collect::<Result<TVec<_>, _>>()?;
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|e| EngineError::Runtime(format!("{e:#}")))?;
+        outputs.iter().map(|v| convert::from_tract(v)).collect()
+    }
+}
+
+impl Session for TractSession {
+    fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        let batch = inputs.first().and_then(|t| t.shape().first().copied());
+        match batch {
+            Some(n) if self.split_batch && n > 1 => {
+                let mut per_output: Vec<Vec<Tensor>> = Vec::new();
+                for i in 0..n {
+                    let item = inputs
+                        .iter()
+                        .map(|t| t.slice_rows(i, 1))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(EngineError::InvalidInput)?;
+                    let outputs = self.run_once(item)?;
+                    per_output.resize_with(outputs.len(), Vec::new);
+                    for (acc, t) in per_output.iter_mut().zip(outputs) {
+                        acc.push(t);
+                    }
+                }
+                per_output
+                    .into_iter()
+                    .map(|parts| Tensor::concat_rows(parts).map_err(EngineError::Runtime))
+                    .collect()
+            }
+            _ => self.run_once(inputs),
+        }
+    }
+}
+
+fn signature_of(model: &TypedModel) -> Result<ModelSignature, EngineError> {
+    let spec = |name: String, fact: &TypedFact| -> Result<TensorSpec, EngineError> {
+        let dtype = convert::dtype_from_tract(fact.datum_type).ok_or_else(|| {
+            EngineError::Unsupported(format!(
+                "tensor '{name}' has element type {:?}",
+                fact.datum_type
+            ))
+        })?;
+        let shape = fact
+            .shape
+            .iter()
+            .map(|d| d.as_i64().unwrap_or(-1))
+            .collect();
+        Ok(TensorSpec { name, dtype, shape })
+    };
+    let load_err = |e: TractError| EngineError::Load(format!("{e:#}"));
+    let mut inputs = Vec::new();
+    for (ix, outlet) in model.input_outlets().map_err(load_err)?.iter().enumerate() {
+        let name = model.node(outlet.node).name.clone();
+        inputs.push(spec(name, model.input_fact(ix).map_err(load_err)?)?);
+    }
+    let mut outputs = Vec::new();
+    for (ix, outlet) in model.output_outlets().map_err(load_err)?.iter().enumerate() {
+        let name = model
+            .outlet_label(*outlet)
+            .map_or_else(|| model.node(outlet.node).name.clone(), str::to_owned);
+        outputs.push(spec(name, model.output_fact(ix).map_err(load_err)?)?);
+    }
+    Ok(ModelSignature { inputs, outputs })
+}
+
+fn is_convolutional(model: &TypedModel) -> bool {
+    model
+        .nodes()
+        .iter()
+        .any(|n| n.op.name().to_ascii_lowercase().contains("conv"))
+}
+
+/// Whether every input and output has a dynamic first dimension, so items can be run alone.
+fn batch_is_dynamic(signature: &ModelSignature) -> bool {
+    let dynamic = |s: &TensorSpec| s.shape.first() == Some(&-1);
+    !signature.inputs.is_empty()
+        && signature.inputs.iter().all(dynamic)
+        && signature.outputs.iter().all(dynamic)
+        && signature.inputs.iter().all(|s| s.dtype != DataType::String)
+}
