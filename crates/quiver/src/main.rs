@@ -1,1 +1,39 @@
-fn main() {}
+//! The `quiver` command.
+
+use clap::Parser as _;
+use quiver::config::{Cli, Command, LogFormat};
+use quiver_engine_tract::TractEngine;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Inspect(args) => {
+            print!("{}", quiver::inspect::describe(&TractEngine, &args.model)?);
+            Ok(())
+        }
+        Command::Serve(config) => {
+            init_logging(config.log.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let server = quiver::server::start(&config, quiver::server::shutdown_signal()).await?;
+                server.wait().await?;
+                tracing::info!("stopped");
+                Ok(())
+            })
+        }
+    }
+}

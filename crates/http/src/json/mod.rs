@@ -1,0 +1,5 @@
+//! JSON reading and writing shared by the HTTP front ends.
+
+pub mod reader;
+pub mod tensor;
+pub mod writer;

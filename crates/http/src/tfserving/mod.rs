@@ -1,0 +1,238 @@
+//! TensorFlow Serving's REST API: `/v1/models/NAME[/versions/N][:predict|/metadata]`.
+
+pub mod codec;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use quiver_core::{LoadedVersion, TensorSpec, VersionSelector, VersionStatus};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// TF Serving's one signature name for models without named signatures.
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+
+/// The TF Serving routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/models/{*rest}", any(dispatch))
+}
+
+/// What a `/v1/models/…` path asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Status,
+    Metadata,
+    Predict,
+    Classify,
+    Regress,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Route {
+    model: String,
+    version: Option<u64>,
+    target: Target,
+}
+
+/// Parses the part of the path after `/v1/models/`.
+fn parse_route(rest: &str) -> Option<Route> {
+    let (path, verb) = match rest.rsplit_once(':') {
+        Some((path, verb)) if !verb.contains('/') => (path, Some(verb)),
+        _ => (rest, None),
+    };
+    let mut segments: Vec<&str> = path.split('/').collect();
+    let mut target = Target::Status;
+    if verb.is_none() && segments.last() == Some(&"metadata") {
+        segments.pop();
+        target = Target::Metadata;
+    }
+    let (model, version) = match segments.as_slice() {
+        [model] => (*model, None),
+        [model, "versions", v] if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            (*model, Some(v.parse().ok()?))
+        }
+        _ => return None,
+    };
+    if model.is_empty() {
+        return None;
+    }
+    let target = match verb {
+        None => target,
+        Some("predict") => Target::Predict,
+        Some("classify") => Target::Classify,
+        Some("regress") => Target::Regress,
+        Some(_) => return None,
+    };
+    Some(Route {
+        model: model.to_owned(),
+        version,
+        target,
+    })
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    method: Method,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let route = parse_route(&rest).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N][:predict|/metadata]"
+        ))
+    })?;
+    let want = match route.target {
+        Target::Status | Target::Metadata => Method::GET,
+        Target::Predict | Target::Classify | Target::Regress => Method::POST,
+    };
+    if method != want {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here; use {want}"),
+        ));
+    }
+    let selector = route.version.map_or(VersionSelector::Latest, VersionSelector::Specific);
+    match route.target {
+        Target::Status => status(&state, &route.model, route.version),
+        Target::Metadata => {
+            let loaded = state.models.get(&route.model, &selector)?;
+            Ok(json_response(&metadata_json(&loaded)))
+        }
+        Target::Predict => {
+            let body = body.map_err(body_error)?;
+            let loaded = state.models.get(&route.model, &selector)?;
+            predict(&loaded, &body).await
+        }
+        Target::Classify | Target::Regress => {
+            let loaded = state.models.get(&route.model, &selector)?;
+            let (kind, method) = if route.target == Target::Classify {
+                ("classification", "classify")
+            } else {
+                ("regression", "regress")
+            };
+            Err(ApiError::bad_request(format!(
+                "model '{}' has no {kind} signature: expected signature method_name to be tensorflow/serving/{method}, was tensorflow/serving/predict",
+                loaded.name()
+            )))
+        }
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "the request body is larger than the server's limit (--max-body-bytes)".to_owned()
+    } else {
+        format!("cannot read the request body: {rejection}")
+    };
+    ApiError::new(status, message)
+}
+
+async fn predict(loaded: &LoadedVersion, body: &[u8]) -> Result<Response, ApiError> {
+    let request = codec::decode_predict(body, loaded.signature())?;
+    if let Some(name) = request.signature_name.as_deref()
+        && !name.is_empty()
+        && name != DEFAULT_SIGNATURE
+    {
+        return Err(ApiError::bad_request(format!(
+            "signature '{name}' not found in model '{}'; its only signature is '{DEFAULT_SIGNATURE}'",
+            loaded.name()
+        )));
+    }
+    let outputs = loaded.infer(request.inputs).await?;
+    let body = codec::encode_predict(request.format, &outputs).map_err(ApiError::bad_request)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn status(state: &AppState, model: &str, version: Option<u64>) -> Result<Response, ApiError> {
+    let versions = state.models.status(model, version)?;
+    let list: Vec<Value> = versions.iter().map(version_status_json).collect();
+    Ok(json_response(&json!({ "model_version_status": list })))
+}
+
+fn version_status_json(v: &VersionStatus) -> Value {
+    let (code, message) = match &v.error {
+        None => ("OK", ""),
+        Some(reason) => ("UNKNOWN", reason.as_str()),
+    };
+    json!({
+        "version": v.version.to_string(),
+        "state": v.state.tf_name(),
+        "status": { "error_code": code, "error_message": message },
+    })
+}
+
+fn tensor_info_json(spec: &TensorSpec) -> Value {
+    let dims: Vec<Value> = spec
+        .shape
+        .iter()
+        .map(|d| json!({ "size": d.to_string(), "name": "" }))
+        .collect();
+    json!({
+        "dtype": spec.dtype.tf_name(),
+        "tensor_shape": { "dim": dims, "unknown_rank": false },
+        "name": spec.name,
+    })
+}
+
+fn metadata_json(loaded: &LoadedVersion) -> Value {
+    let signature = loaded.signature();
+    let map = |specs: &[TensorSpec]| -> serde_json::Map<String, Value> {
+        specs.iter().map(|s| (s.name.clone(), tensor_info_json(s))).collect()
+    };
+    json!({
+        "model_spec": {
+            "name": loaded.name(),
+            "signature_name": "",
+            "version": loaded.version().to_string(),
+        },
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    DEFAULT_SIGNATURE: {
+                        "inputs": map(&signature.inputs),
+                        "outputs": map(&signature.outputs),
+                        "method_name": "tensorflow/serving/predict",
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn json_response(value: &Value) -> Response {
+    axum::Json(value).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(model: &str, version: Option<u64>, target: Target) -> Option<Route> {
+        Some(Route {
+            model: model.into(),
+            version,
+            target,
+        })
+    }
+
+    #[test]
+    fn parses_paths() {
+        assert_eq!(parse_route("m"), route("m", None, Target::Status));
+        assert_eq!(parse_route("m/versions/3"), route("m", Some(3), Target::Status));
+        assert_eq!(parse_route("m/metadata"), route("m", None, Target::Metadata));
+        assert_eq!(parse_route("m/versions/3/metadata"), route("m", Some(3), Target::Metadata));
+        assert_eq!(parse_route("m:predict"), route("m", None, Target::Predict));
+        assert_eq!(parse_route("m/versions/2:predict"), route("m", Some(2), Target::Predict));
+        assert_eq!(parse_route("m:classify"), route("m", None, Target::Classify));
+        for bad in ["", "m:explode", "m/versions/x:predict", "m/versions/", "m/other", "m/versions/99999999999999999999999"] {
+            assert_eq!(parse_route(bad), None, "{bad}");
+        }
+    }
+}

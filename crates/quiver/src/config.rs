@@ -1,0 +1,127 @@
+//! The command line. Every flag can also be set through a `QUIVER_<FLAG>` environment variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Quiver: a fast model server for ONNX models, speaking TensorFlow Serving's REST API.
+#[derive(Debug, Parser)]
+#[command(name = "quiver", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve every model of a model repository.
+    Serve(ServeConfig),
+    /// Print a model file's inputs and outputs (like `saved_model_cli show`).
+    Inspect(InspectConfig),
+}
+
+/// `quiver serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Model repository: a directory of `NAME/VERSION/model.onnx`.
+    #[arg(long, env = "QUIVER_MODEL_REPOSITORY", value_name = "DIR")]
+    pub model_repository: PathBuf,
+
+    /// HTTP listener settings.
+    #[command(flatten)]
+    pub http: HttpConfig,
+
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineConfig,
+
+    /// Logging settings.
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+/// Where and how the REST API listens.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    #[arg(long, env = "QUIVER_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port of the REST API (TF Serving REST; 0 picks a free port).
+    #[arg(long, env = "QUIVER_REST_PORT", default_value_t = 8501)]
+    pub rest_port: u16,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "QUIVER_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// How models are run.
+#[derive(Debug, Clone, Args)]
+pub struct EngineConfig {
+    /// Threads one inference may use; default: the number of cores.
+    #[arg(long, env = "QUIVER_INTRA_OP_THREADS", value_name = "N")]
+    pub intra_op_threads: Option<usize>,
+
+    /// Requests that may wait for a model's engine before new ones get 429.
+    #[arg(long, env = "QUIVER_MAX_QUEUE_SIZE", default_value_t = 1024)]
+    pub max_queue_size: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log line format.
+    #[arg(long, env = "QUIVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `quiver inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectConfig {
+    /// Path to an ONNX model file.
+    pub model: PathBuf,
+}
+
+impl ServeConfig {
+    /// A configuration with every default, serving `model_repository`: for tests and embedding.
+    pub fn new(model_repository: impl Into<PathBuf>) -> Self {
+        let cli = Cli::parse_from(["quiver", "serve", "--model-repository", "."]);
+        let Command::Serve(mut config) = cli.command else {
+            unreachable!("parsed a serve command line")
+        };
+        config.model_repository = model_repository.into();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServeConfig::new("/models");
+        assert_eq!(c.http.rest_port, 8501);
+        assert_eq!(c.http.host.to_string(), "0.0.0.0");
+        assert_eq!(c.http.max_body_bytes, 64 << 20);
+    }
+}
