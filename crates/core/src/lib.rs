@@ -11,6 +11,6 @@ mod version;
 
 pub use error::{Error, ErrorKind};
 pub use manager::{ManagerOptions, ModelManager, VersionSelector, VersionState, VersionStatus};
-pub use version::shape_text;
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
+pub use version::shape_text;
 pub use version::{LoadedVersion, NamedTensor};

@@ -9,8 +9,8 @@ use std::time::Instant;
 use quiver_engine_api::{Engine, EngineOptions};
 use quiver_repository::{self as repository, ModelDir, RepositoryError};
 
-use crate::version::LoadedVersion;
 use crate::Error;
+use crate::version::LoadedVersion;
 
 /// Lifecycle state of one model version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +140,13 @@ impl ModelManager {
             self.write().entry(model.name.clone()).or_default();
             return;
         };
-        self.set_state(&model.name, latest.version, VersionState::Loading, None, None);
+        self.set_state(
+            &model.name,
+            latest.version,
+            VersionState::Loading,
+            None,
+            None,
+        );
         let started = Instant::now();
         let result = self
             .engine
@@ -162,11 +168,23 @@ impl ModelManager {
                 tracing::info!(model = %model.name, version = latest.version, engine = self.engine.name(),
                     seconds = started.elapsed().as_secs_f64(), "model version available");
                 let loaded = Some(Arc::new(loaded));
-                self.set_state(&model.name, latest.version, VersionState::Available, None, loaded);
+                self.set_state(
+                    &model.name,
+                    latest.version,
+                    VersionState::Available,
+                    None,
+                    loaded,
+                );
             }
             Err(reason) => {
                 tracing::error!(model = %model.name, version = latest.version, %reason, "model version failed to load");
-                self.set_state(&model.name, latest.version, VersionState::Failed, Some(reason), None);
+                self.set_state(
+                    &model.name,
+                    latest.version,
+                    VersionState::Failed,
+                    Some(reason),
+                    None,
+                );
             }
         }
     }
@@ -239,9 +257,7 @@ impl ModelManager {
                 .versions
                 .get_key_value(&wanted)
                 .map(|entry| vec![status(entry)])
-                .ok_or_else(|| {
-                    Error::not_found(format!("model '{name}' has no version {wanted}"))
-                }),
+                .ok_or_else(|| Error::not_found(format!("model '{name}' has no version {wanted}"))),
         }
     }
 

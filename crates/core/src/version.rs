@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use quiver_engine_api::{ModelSignature, Session, Tensor, TensorSpec};
 
-use crate::executor::Executor;
 use crate::Error;
+use crate::executor::Executor;
 
 /// A tensor with the name of the model input or output it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +126,10 @@ pub(crate) fn order_inputs(
         let spec = &signature.inputs[ix];
         check_tensor(spec, &input.tensor)?;
         if slots[ix].replace(input.tensor).is_some() {
-            return Err(Error::invalid(format!("input '{}' is given twice", spec.name)));
+            return Err(Error::invalid(format!(
+                "input '{}' is given twice",
+                spec.name
+            )));
         }
     }
     let missing: Vec<&str> = signature
@@ -227,9 +230,12 @@ mod tests {
     #[test]
     fn names_what_is_wrong() {
         let e = order_inputs(&sig(), vec![a(1)]).unwrap_err();
-        assert_eq!(e.message, "missing input 'b'; the model's inputs are 'a', 'b'");
-        let e = order_inputs(&sig(), vec![a(1), b(), NamedTensor::new("c", b().tensor)])
-            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "missing input 'b'; the model's inputs are 'a', 'b'"
+        );
+        let e =
+            order_inputs(&sig(), vec![a(1), b(), NamedTensor::new("c", b().tensor)]).unwrap_err();
         assert!(e.message.starts_with("unknown input 'c'"), "{}", e.message);
         let e = order_inputs(&sig(), vec![a(1), a(1), b()]).unwrap_err();
         assert_eq!(e.message, "input 'a' is given twice");

@@ -221,9 +221,12 @@ impl Tensor {
     /// Rows `start..start + len` along dimension 0, as a tensor of the same rank.
     pub fn slice_rows(&self, start: usize, len: usize) -> Result<Tensor, String> {
         let rows = *self.shape.first().ok_or("a scalar has no rows")?;
-        let end = start.checked_add(len).filter(|&e| e <= rows).ok_or_else(|| {
-            format!("rows {start}..{start}+{len} are out of range for {rows} rows")
-        })?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= rows)
+            .ok_or_else(|| {
+                format!("rows {start}..{start}+{len} are out of range for {rows} rows")
+            })?;
         let per_row = if rows == 0 { 0 } else { self.len() / rows };
         let data = self
             .data

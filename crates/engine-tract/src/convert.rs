@@ -26,7 +26,8 @@ pub(crate) fn dtype_from_tract(dt: DatumType) -> Option<DataType> {
 /// Moves a Quiver tensor into a tract tensor; numeric data is not copied.
 pub(crate) fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, EngineError> {
     fn array<T>(shape: &[usize], v: Vec<T>) -> Result<ArrayD<T>, EngineError> {
-        ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| EngineError::InvalidInput(e.to_string()))
+        ArrayD::from_shape_vec(IxDyn(shape), v)
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))
     }
     let (shape, data) = t.into_parts();
     Ok(match data {
@@ -98,4 +99,3 @@ pub(crate) fn from_tract(v: &TValue) -> Result<Tensor, EngineError> {
     };
     Tensor::new(shape, data).map_err(EngineError::Runtime)
 }
-

@@ -41,6 +41,9 @@ type Plan = Arc<TypedSimplePlan>;
 pub struct TractSession {
     plan: Plan,
     signature: ModelSignature,
+    /// Each input's dimensions as tract knows them, symbols included, to check that inputs
+    /// sharing a symbolic dimension (`batch`) agree on its value before running.
+    input_dims: Vec<Vec<TDim>>,
     /// Run a batch item by item (see the crate docs).
     split_batch: bool,
 }
@@ -55,6 +58,14 @@ impl TractSession {
             .into_optimized()
             .map_err(load_err)?;
         let signature = signature_of(&model)?;
+        let input_dims = (0..signature.inputs.len())
+            .map(|ix| {
+                model
+                    .input_fact(ix)
+                    .map(|f| f.shape.iter().cloned().collect())
+            })
+            .collect::<TractResult<Vec<Vec<TDim>>>>()
+            .map_err(load_err)?;
         let split_batch = is_convolutional(&model) && batch_is_dynamic(&signature);
         let threads = options.intra_op_threads.max(1);
         let executor = if threads > 1 {
@@ -70,8 +81,30 @@ impl TractSession {
         Ok(Self {
             plan,
             signature,
+            input_dims,
             split_batch,
         })
+    }
+
+    /// Inputs that share a symbolic dimension must agree on its size.
+    fn check_symbols(&self, inputs: &[Tensor]) -> Result<(), EngineError> {
+        let mut bound: Vec<(&Symbol, usize, usize)> = Vec::new();
+        for (ix, (tensor, dims)) in inputs.iter().zip(&self.input_dims).enumerate() {
+            for (dim, &size) in dims.iter().zip(tensor.shape()) {
+                let TDim::Sym(symbol) = dim else { continue };
+                match bound.iter().find(|(s, _, _)| *s == symbol) {
+                    Some(&(_, first_size, first_ix)) if first_size != size => {
+                        return Err(EngineError::InvalidInput(format!(
+                            "inputs '{}' and '{}' disagree on dimension '{symbol}': {first_size} vs {size}",
+                            self.signature.inputs[first_ix].name, self.signature.inputs[ix].name
+                        )));
+                    }
+                    Some(_) => {}
+                    None => bound.push((symbol, size, ix)),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn run_once(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
@@ -93,6 +126,7 @@ impl Session for TractSession {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.check_symbols(&inputs)?;
         let batch = inputs.first().and_then(|t| t.shape().first().copied());
         match batch {
             Some(n) if self.split_batch && n > 1 => {

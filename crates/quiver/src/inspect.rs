@@ -15,9 +15,21 @@ pub fn describe(engine: &dyn Engine, path: &Path) -> anyhow::Result<String> {
 fn render(path: &Path, engine: &dyn Engine, signature: &ModelSignature) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "model: {}", path.display());
-    let _ = writeln!(out, "engine: {} (platform {})", engine.name(), engine.platform());
-    let _ = writeln!(out, "signature '{}':", quiver_http::tfserving::DEFAULT_SIGNATURE);
-    for (title, specs) in [("inputs", &signature.inputs), ("outputs", &signature.outputs)] {
+    let _ = writeln!(
+        out,
+        "engine: {} (platform {})",
+        engine.name(),
+        engine.platform()
+    );
+    let _ = writeln!(
+        out,
+        "signature '{}':",
+        quiver_http::tfserving::DEFAULT_SIGNATURE
+    );
+    for (title, specs) in [
+        ("inputs", &signature.inputs),
+        ("outputs", &signature.outputs),
+    ] {
         let _ = writeln!(out, "  {title}:");
         for spec in specs {
             let _ = writeln!(out, "    {}", line(spec));

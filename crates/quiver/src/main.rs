@@ -1,5 +1,7 @@
 //! The `quiver` command.
 
+use std::io::IsTerminal as _;
+
 use clap::Parser as _;
 use quiver::config::{Cli, Command, LogFormat};
 use quiver_engine_tract::TractEngine;
@@ -9,6 +11,7 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -16,8 +19,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole cause chain on one line, without a backtrace.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => {
             print!("{}", quiver::inspect::describe(&TractEngine, &args.model)?);
@@ -29,7 +42,8 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let server = quiver::server::start(&config, quiver::server::shutdown_signal()).await?;
+                let server =
+                    quiver::server::start(&config, quiver::server::shutdown_signal()).await?;
                 server.wait().await?;
                 tracing::info!("stopped");
                 Ok(())

@@ -222,10 +222,20 @@ mod tests {
         let skipped: Vec<_> = scan
             .skipped
             .iter()
-            .map(|s| s.path.strip_prefix(root).unwrap().to_str().unwrap().to_owned())
+            .map(|s| {
+                s.path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         for expected in ["a/v3", "a/0", "a/4", "README.md"] {
-            assert!(skipped.contains(&expected.to_owned()), "{expected} not in {skipped:?}");
+            assert!(
+                skipped.contains(&expected.to_owned()),
+                "{expected} not in {skipped:?}"
+            );
         }
     }
 

@@ -1,1 +1,200 @@
-//! placeholder
+//! Test fixtures and helpers shared by Quiver's test suites (dev-only).
+//!
+//! - [`fixtures_repository`]: a model repository of tiny ONNX models with hand-checkable answers
+//!   (written by `fixtures/make_fixtures.py`, committed).
+//! - [`shared_models`]: the real trained models of `../shared/models`, found through one setting
+//!   (`QUIVER_SHARED_MODELS`); absent, tests skip loudly — unless `QUIVER_REQUIRE_SHARED_MODELS=1`
+//!   (as CI sets it), when they fail.
+//! - [`ServerProcess`]: the real `quiver` binary started on `127.0.0.1:0`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+}
+
+/// The repository of tiny fixture models: `half_plus_two`, `int_affine`, `multi_io`, `dense`.
+pub fn fixtures_repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
+}
+
+/// The example repository that ships with the project (`examples/models`).
+pub fn examples_repository() -> PathBuf {
+    workspace_root().join("examples/models")
+}
+
+/// The shared real models (`QUIVER_SHARED_MODELS`, default `../shared/models` beside the
+/// workspace). `None`, with a loud message, when absent; a panic when they are required.
+pub fn shared_models() -> Option<PathBuf> {
+    let dir = std::env::var_os("QUIVER_SHARED_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/models"));
+    if dir.join("README.md").is_file() {
+        return Some(dir);
+    }
+    let required = std::env::var("QUIVER_REQUIRE_SHARED_MODELS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "the shared models are required (QUIVER_REQUIRE_SHARED_MODELS=1) but {} has none; set QUIVER_SHARED_MODELS",
+        dir.display()
+    );
+    eprintln!(
+        "\n!!! SKIPPED: shared models not found at {} (set QUIVER_SHARED_MODELS); this test did not run !!!\n",
+        dir.display()
+    );
+    None
+}
+
+/// A model repository in a temporary directory, built by copying model files into it.
+pub struct TempRepository {
+    dir: tempfile::TempDir,
+}
+
+impl TempRepository {
+    /// An empty repository.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// The repository root.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies `model_file` to `NAME/VERSION/model.onnx`.
+    pub fn add(&self, name: &str, version: u64, model_file: &Path) -> anyhow::Result<&Self> {
+        let dir = self.dir.path().join(name).join(version.to_string());
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(model_file, dir.join("model.onnx"))
+            .with_context(|| format!("copying {}", model_file.display()))?;
+        Ok(self)
+    }
+
+    /// Writes `contents` to `relative` inside the repository.
+    pub fn write(&self, relative: &str, contents: &[u8]) -> anyhow::Result<&Self> {
+        let path = self.dir.path().join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, contents)?;
+        Ok(self)
+    }
+}
+
+/// The model file of fixture `name`, version 1.
+pub fn fixture_model(name: &str) -> PathBuf {
+    fixtures_repository().join(name).join("1/model.onnx")
+}
+
+/// The real `quiver` binary, started with `serve` on `127.0.0.1` with a free port. Killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// Where its REST API listens.
+    pub rest_addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+const READY_LINE: &str = "REST API listening on http://";
+
+impl ServerProcess {
+    /// Starts `bin serve --host 127.0.0.1 --rest-port 0 ARGS…` and waits until it listens.
+    pub fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with extra environment variables for the server.
+    pub fn start_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(["serve", "--host", "127.0.0.1", "--rest-port", "0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(pos) = line.find(READY_LINE)
+                    && let Some(tx) = ready.take()
+                {
+                    let addr = line[pos + READY_LINE.len()..].trim().to_owned();
+                    let _ = tx.send(addr);
+                }
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "the server did not start listening; its log:\n{}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+        };
+        let rest_addr = addr
+            .parse()
+            .with_context(|| format!("parsing address {addr:?}"))?;
+        Ok(Self {
+            child,
+            rest_addr,
+            log,
+        })
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.rest_addr)
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    #[cfg(unix)]
+    pub fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("the server did not exit within 30 s of SIGTERM")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -54,7 +54,11 @@ pub struct SyntaxError {
 
 impl std::fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "malformed JSON at byte {}: {}", self.offset, self.message)
+        write!(
+            f,
+            "malformed JSON at byte {}: {}",
+            self.offset, self.message
+        )
     }
 }
 
@@ -474,7 +478,16 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        for bad in ["[1,]", "[1 2]", "{\"a\" 1}", "{\"a\":1,}", "{1:2}", "[", "tru", "[] x"] {
+        for bad in [
+            "[1,]",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "{1:2}",
+            "[",
+            "tru",
+            "[] x",
+        ] {
             let mut r = JsonReader::new(bad.as_bytes()).unwrap();
             assert!(r.skip_value().and_then(|()| r.finish()).is_err(), "{bad}");
         }

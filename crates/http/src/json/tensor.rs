@@ -50,7 +50,8 @@ struct ShapeTracker {
     rank: Option<usize>,
 }
 
-const RAGGED: &str = "lists must be rectangular (same length at each level, scalars only at the innermost)";
+const RAGGED: &str =
+    "lists must be rectangular (same length at each level, scalars only at the innermost)";
 
 impl ShapeTracker {
     fn list(&mut self, depth: usize, len: usize) -> Result<(), &'static str> {
@@ -137,7 +138,11 @@ impl TensorBuilder {
 
     /// Reads a flat list of values into a tensor of the given `shape` (KServe V2's `data`),
     /// accepting nested lists as long as the element count matches.
-    pub fn read_flat(mut self, r: &mut JsonReader<'_>, shape: Vec<usize>) -> Result<Tensor, DecodeError> {
+    pub fn read_flat(
+        mut self,
+        r: &mut JsonReader<'_>,
+        shape: Vec<usize>,
+    ) -> Result<Tensor, DecodeError> {
         self.read_value(r, 0)?;
         let got = self.data.len();
         Tensor::new(shape, self.data).map_err(|_| {
@@ -161,7 +166,9 @@ impl TensorBuilder {
         let next = r.peek()?;
         let dtype = self.data.dtype();
         match (&mut self.data, next) {
-            (TensorData::String(v), Next::String) => v.push(r.read_string()?.into_owned().into_bytes()),
+            (TensorData::String(v), Next::String) => {
+                v.push(r.read_string()?.into_owned().into_bytes())
+            }
             (TensorData::String(v), Next::Object) => {
                 let bytes = read_b64(r).map_err(|e| match e {
                     DecodeError::Invalid(m) => invalid(format!("input '{}': {m}", self.name)),
@@ -225,7 +232,9 @@ pub fn read_b64(r: &mut JsonReader<'_>) -> Result<Vec<u8>, DecodeError> {
         .decode(text.as_bytes())
         .map_err(|e| invalid(format!("invalid base64 in \"b64\": {e}")))?;
     if r.next_key(&mut first)?.is_some() {
-        return Err(invalid("an object of the form {\"b64\": \"…\"} has no other keys"));
+        return Err(invalid(
+            "an object of the form {\"b64\": \"…\"} has no other keys",
+        ));
     }
     Ok(bytes)
 }
@@ -250,9 +259,12 @@ fn parse_f32(text: &str) -> Result<f32, String> {
 }
 
 fn parse_int<T: TryFrom<i128>>(text: &str, dtype: DataType) -> Result<T, String> {
-    let wide: i128 = text
-        .parse()
-        .map_err(|_| format!("{text} is not an integer ({} takes integers)", dtype.tf_name()))?;
+    let wide: i128 = text.parse().map_err(|_| {
+        format!(
+            "{text} is not an integer ({} takes integers)",
+            dtype.tf_name()
+        )
+    })?;
     T::try_from(wide).map_err(|_| format!("{text} is out of range for {}", dtype.tf_name()))
 }
 
@@ -293,7 +305,10 @@ mod tests {
     fn shapes_from_nesting() {
         let t = decode("[[1, 2, 3], [4, 5, 6]]", DataType::F32).unwrap();
         assert_eq!(t.shape(), &[2, 3]);
-        assert_eq!(t.data(), &TensorData::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        assert_eq!(
+            t.data(),
+            &TensorData::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        );
         assert_eq!(decode("7", DataType::I64).unwrap().shape(), &[] as &[usize]);
         assert_eq!(decode("[]", DataType::F32).unwrap().shape(), &[0]);
         assert_eq!(decode("[[], []]", DataType::F32).unwrap().shape(), &[2, 0]);
@@ -301,7 +316,14 @@ mod tests {
 
     #[test]
     fn ragged_lists_are_rejected() {
-        for ragged in ["[[1, 2], [3]]", "[1, [2]]", "[[1], 2]", "[[1], []]", "[[], [1]]", "[[[]], [1]]"] {
+        for ragged in [
+            "[[1, 2], [3]]",
+            "[1, [2]]",
+            "[[1], 2]",
+            "[[1], []]",
+            "[[], [1]]",
+            "[[[]], [1]]",
+        ] {
             let e = decode(ragged, DataType::F32).unwrap_err();
             assert!(e.to_string().contains("rectangular"), "{ragged}: {e}");
         }
@@ -310,18 +332,27 @@ mod tests {
     #[test]
     fn numbers_by_dtype() {
         let t = decode("[NaN, Infinity, -Infinity, 1e3, -0.5]", DataType::F32).unwrap();
-        let TensorData::F32(v) = t.data() else { panic!() };
+        let TensorData::F32(v) = t.data() else {
+            panic!()
+        };
         assert!(v[0].is_nan() && v[1] == f32::INFINITY && v[2] == f32::NEG_INFINITY);
         assert_eq!(&v[3..], &[1000.0, -0.5]);
-        assert_eq!(decode("[255, 0]", DataType::U8).unwrap().data(), &TensorData::U8(vec![255, 0]));
+        assert_eq!(
+            decode("[255, 0]", DataType::U8).unwrap().data(),
+            &TensorData::U8(vec![255, 0])
+        );
         let e = decode("[256]", DataType::U8).unwrap_err().to_string();
         assert_eq!(e, "input 'x': 256 is out of range for DT_UINT8");
         let e = decode("[-1]", DataType::U64).unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
-        let e = decode("[9223372036854775808]", DataType::I64).unwrap_err().to_string();
+        let e = decode("[9223372036854775808]", DataType::I64)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("out of range"), "{e}");
         assert_eq!(
-            decode("[18446744073709551615]", DataType::U64).unwrap().data(),
+            decode("[18446744073709551615]", DataType::U64)
+                .unwrap()
+                .data(),
             &TensorData::U64(vec![u64::MAX])
         );
         let e = decode("[1.5]", DataType::I32).unwrap_err().to_string();
@@ -334,18 +365,31 @@ mod tests {
 
     #[test]
     fn mixed_types_are_rejected() {
-        let e = decode(r#"[1, "a"]"#, DataType::F32).unwrap_err().to_string();
-        assert_eq!(e, "input 'x': expected a number for data type DT_FLOAT, got a string");
+        let e = decode(r#"[1, "a"]"#, DataType::F32)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "input 'x': expected a number for data type DT_FLOAT, got a string"
+        );
         assert!(decode("[true, 1]", DataType::Bool).is_err());
         assert!(decode("[null]", DataType::F32).is_err());
-        assert!(decode(r#"[{"b64": "aGk="}]"#, DataType::F32).unwrap_err().to_string().contains("string inputs"));
+        assert!(
+            decode(r#"[{"b64": "aGk="}]"#, DataType::F32)
+                .unwrap_err()
+                .to_string()
+                .contains("string inputs")
+        );
         assert!(decode(r#"[1, "a"]"#, DataType::String).is_err());
     }
 
     #[test]
     fn strings_and_b64() {
         let t = decode(r#"["héllo", {"b64": "AAH/"}]"#, DataType::String).unwrap();
-        assert_eq!(t.data(), &TensorData::String(vec!["héllo".as_bytes().to_vec(), vec![0, 1, 255]]));
+        assert_eq!(
+            t.data(),
+            &TensorData::String(vec!["héllo".as_bytes().to_vec(), vec![0, 1, 255]])
+        );
         assert!(decode(r#"[{"b64": "!!"}]"#, DataType::String).is_err());
         assert!(decode(r#"[{"b64": "AA==", "x": 1}]"#, DataType::String).is_err());
         assert!(decode(r#"[{"c": "AA=="}]"#, DataType::String).is_err());
@@ -361,10 +405,16 @@ mod tests {
     #[test]
     fn flat_data_with_declared_shape() {
         let mut r = JsonReader::new(b"[1, 2, 3, 4, 5, 6]").unwrap();
-        let t = TensorBuilder::new("x", DataType::I32).read_flat(&mut r, vec![2, 3]).unwrap();
+        let t = TensorBuilder::new("x", DataType::I32)
+            .read_flat(&mut r, vec![2, 3])
+            .unwrap();
         assert_eq!(t.shape(), &[2, 3]);
         let mut r = JsonReader::new(b"[1, 2, 3]").unwrap();
-        assert!(TensorBuilder::new("x", DataType::I32).read_flat(&mut r, vec![2, 3]).is_err());
+        assert!(
+            TensorBuilder::new("x", DataType::I32)
+                .read_flat(&mut r, vec![2, 3])
+                .is_err()
+        );
     }
 
     #[test]

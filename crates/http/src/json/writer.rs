@@ -97,7 +97,9 @@ fn elements(out: &mut Vec<u8>, data: &TensorData, start: usize, end: usize, mode
         };
     }
     match data {
-        TensorData::Bool(v) => each!(v, x => out.extend_from_slice(if *x { b"true" } else { b"false" })),
+        TensorData::Bool(v) => {
+            each!(v, x => out.extend_from_slice(if *x { b"true" } else { b"false" }))
+        }
         TensorData::U8(v) => each!(v, x => int(out, *x)),
         TensorData::U16(v) => each!(v, x => int(out, *x)),
         TensorData::U32(v) => each!(v, x => int(out, *x)),
@@ -165,15 +167,27 @@ mod tests {
         assert_eq!(text(|o| f32_value(o, f32::NAN)), "NaN");
         assert_eq!(text(|o| f64_value(o, f64::NEG_INFINITY)), "-Infinity");
         assert_eq!(text(|o| int(o, -42i64)), "-42");
-        assert_eq!(text(|o| string(o, "a\"b\\\n\u{1}é")), r#""a\"b\\\n\u0001é""#);
-        assert_eq!(text(|o| bytes_value(o, b"hi", Bytes::Base64)), r#"{"b64":"aGk="}"#);
-        assert_eq!(text(|o| bytes_value(o, b"\xff", Bytes::TextOrBase64)), r#"{"b64":"/w=="}"#);
+        assert_eq!(
+            text(|o| string(o, "a\"b\\\n\u{1}é")),
+            r#""a\"b\\\n\u0001é""#
+        );
+        assert_eq!(
+            text(|o| bytes_value(o, b"hi", Bytes::Base64)),
+            r#"{"b64":"aGk="}"#
+        );
+        assert_eq!(
+            text(|o| bytes_value(o, b"\xff", Bytes::TextOrBase64)),
+            r#"{"b64":"/w=="}"#
+        );
     }
 
     #[test]
     fn nesting() {
         let t = Tensor::new(vec![2, 3], TensorData::I32(vec![1, 2, 3, 4, 5, 6])).unwrap();
-        assert_eq!(text(|o| tensor(o, &t, Bytes::TextOrBase64)), "[[1,2,3],[4,5,6]]");
+        assert_eq!(
+            text(|o| tensor(o, &t, Bytes::TextOrBase64)),
+            "[[1,2,3],[4,5,6]]"
+        );
         assert_eq!(text(|o| flat(o, &t, Bytes::TextOrBase64)), "[1,2,3,4,5,6]");
         let s = Tensor::new(vec![], TensorData::Bool(vec![true])).unwrap();
         assert_eq!(text(|o| tensor(o, &s, Bytes::TextOrBase64)), "true");

@@ -33,7 +33,10 @@ pub struct PredictRequest {
 }
 
 /// Decodes a predict request body for a model with `signature`.
-pub fn decode_predict(body: &[u8], signature: &ModelSignature) -> Result<PredictRequest, DecodeError> {
+pub fn decode_predict(
+    body: &[u8],
+    signature: &ModelSignature,
+) -> Result<PredictRequest, DecodeError> {
     let mut r = JsonReader::new(body)?;
     if r.peek()? != Next::Object {
         return Err(invalid("the request body must be a JSON object"));
@@ -66,9 +69,8 @@ pub fn decode_predict(body: &[u8], signature: &ModelSignature) -> Result<Predict
         }
     }
     r.finish()?;
-    let (format, inputs) = decoded.ok_or_else(|| {
-        invalid("missing 'instances' (row format) or 'inputs' (columnar format)")
-    })?;
+    let (format, inputs) = decoded
+        .ok_or_else(|| invalid("missing 'instances' (row format) or 'inputs' (columnar format)"))?;
     Ok(PredictRequest {
         format,
         signature_name,
@@ -81,28 +83,46 @@ fn is_b64_value(r: &JsonReader<'_>, signature: &ModelSignature) -> bool {
     signature.input_index("b64").is_none() && at_b64_object(r)
 }
 
-fn single_input<'s>(signature: &'s ModelSignature, what: &str) -> Result<&'s quiver_core::TensorSpec, DecodeError> {
+fn single_input<'s>(
+    signature: &'s ModelSignature,
+    what: &str,
+) -> Result<&'s quiver_core::TensorSpec, DecodeError> {
     match signature.inputs.as_slice() {
         [only] => Ok(only),
         specs => Err(invalid(format!(
             "the model has {} inputs ({}); {what} must be an object naming them",
             specs.len(),
-            specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            specs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
 
-fn builder_for(signature: &ModelSignature, name: &str) -> Result<(usize, TensorBuilder), DecodeError> {
+fn builder_for(
+    signature: &ModelSignature,
+    name: &str,
+) -> Result<(usize, TensorBuilder), DecodeError> {
     let ix = signature.input_index(name).ok_or_else(|| {
         invalid(format!(
             "unknown input '{name}'; the model's inputs are {}",
-            signature.inputs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+            signature
+                .inputs
+                .iter()
+                .map(|s| format!("'{}'", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })?;
     Ok((ix, TensorBuilder::new(name, signature.inputs[ix].dtype)))
 }
 
-fn decode_rows(r: &mut JsonReader<'_>, signature: &ModelSignature) -> Result<Vec<NamedTensor>, DecodeError> {
+fn decode_rows(
+    r: &mut JsonReader<'_>,
+    signature: &ModelSignature,
+) -> Result<Vec<NamedTensor>, DecodeError> {
     if r.peek()? != Next::Array {
         return Err(invalid("'instances' must be a list"));
     }
@@ -164,7 +184,9 @@ fn read_named_instance(
     while let Some(key) = r.next_key(&mut first)? {
         let (ix, fresh) = builder_for(signature, &key)?;
         if std::mem::replace(&mut seen[ix], true) {
-            return Err(invalid(format!("instance {row}: input '{key}' is given twice")));
+            return Err(invalid(format!(
+                "instance {row}: input '{key}' is given twice"
+            )));
         }
         let slot = &mut builders[ix];
         if slot.is_none() {
@@ -192,7 +214,10 @@ fn read_named_instance(
     Ok(())
 }
 
-fn decode_columns(r: &mut JsonReader<'_>, signature: &ModelSignature) -> Result<Vec<NamedTensor>, DecodeError> {
+fn decode_columns(
+    r: &mut JsonReader<'_>,
+    signature: &ModelSignature,
+) -> Result<Vec<NamedTensor>, DecodeError> {
     if r.peek()? == Next::Object && !is_b64_value(r, signature) {
         r.begin_object()?;
         let mut first = true;
@@ -290,7 +315,13 @@ fn encode_rows(out: &mut Vec<u8>, outputs: &[NamedTensor]) -> Result<(), String>
             }
             let inner = &o.tensor.shape()[1..];
             let stride: usize = inner.iter().product();
-            writer::nested(out, o.tensor.data(), inner, row * stride, bytes_mode(&o.name));
+            writer::nested(
+                out,
+                o.tensor.data(),
+                inner,
+                row * stride,
+                bytes_mode(&o.name),
+            );
         }
         if !single {
             out.push(b'}');
@@ -322,7 +353,10 @@ mod tests {
 
     fn two_inputs() -> ModelSignature {
         ModelSignature {
-            inputs: vec![spec("a", DataType::F32, &[-1, 2]), spec("b", DataType::String, &[-1])],
+            inputs: vec![
+                spec("a", DataType::F32, &[-1, 2]),
+                spec("b", DataType::String, &[-1]),
+            ],
             outputs: vec![],
         }
     }
@@ -350,7 +384,10 @@ mod tests {
         assert_eq!(a.tensor.data(), &TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
         assert_eq!(a.tensor.shape(), &[2, 2]);
         let b = req.inputs.iter().find(|t| t.name == "b").unwrap();
-        assert_eq!(b.tensor.data(), &TensorData::String(vec![b"x".to_vec(), b"y".to_vec()]));
+        assert_eq!(
+            b.tensor.data(),
+            &TensorData::String(vec![b"x".to_vec(), b"y".to_vec()])
+        );
     }
 
     #[test]
@@ -365,20 +402,29 @@ mod tests {
             outputs: vec![],
         };
         let req = decode(r#"{"inputs": {"b64": "aGk="}}"#, &single_string).unwrap();
-        assert_eq!(req.inputs[0].tensor.data(), &TensorData::String(vec![b"hi".to_vec()]));
+        assert_eq!(
+            req.inputs[0].tensor.data(),
+            &TensorData::String(vec![b"hi".to_vec()])
+        );
     }
 
     #[test]
     fn request_errors() {
         let cases = [
-            (r#"{"instances": [[1,2,3]], "inputs": [[1,2,3]]}"#, "either 'instances'"),
+            (
+                r#"{"instances": [[1,2,3]], "inputs": [[1,2,3]]}"#,
+                "either 'instances'",
+            ),
             (r#"{"instances": []}"#, "'instances' is empty"),
             (r#"{}"#, "missing 'instances'"),
             (r#"[1]"#, "must be a JSON object"),
             (r#"{"instances": 5}"#, "must be a list"),
             (r#"{"instances": [[1,2,3], [4,5]]}"#, "rectangular"),
             (r#"{"instances": [[1,2,3]]"#, "malformed JSON"),
-            (r#"{"signature_name": 1, "instances": [[1,2,3]]}"#, "must be a string"),
+            (
+                r#"{"signature_name": 1, "instances": [[1,2,3]]}"#,
+                "must be a string",
+            ),
         ];
         for (body, want) in cases {
             let e = decode(body, &one_input()).unwrap_err();
@@ -386,12 +432,27 @@ mod tests {
         }
         let cases = [
             (r#"{"instances": [[1, 2]]}"#, "the model has 2 inputs"),
-            (r#"{"instances": [{"a": [1, 2], "b": "x"}, {"a": [1, 2]}]}"#, "lacks input 'b'"),
-            (r#"{"instances": [{"a": [1, 2]}, {"a": [1, 2], "b": "x"}]}"#, "instance 0 does not"),
-            (r#"{"instances": [{"a": [1, 2], "a": [1, 2]}]}"#, "given twice"),
+            (
+                r#"{"instances": [{"a": [1, 2], "b": "x"}, {"a": [1, 2]}]}"#,
+                "lacks input 'b'",
+            ),
+            (
+                r#"{"instances": [{"a": [1, 2]}, {"a": [1, 2], "b": "x"}]}"#,
+                "instance 0 does not",
+            ),
+            (
+                r#"{"instances": [{"a": [1, 2], "a": [1, 2]}]}"#,
+                "given twice",
+            ),
             (r#"{"instances": [{"c": 1}]}"#, "unknown input 'c'"),
-            (r#"{"instances": [{"a": [1, 2], "b": "x"}, [1, 2]]}"#, "all be"),
-            (r#"{"inputs": {"a": [[1, 2]], "a": [[1, 2]]}}"#, "given twice"),
+            (
+                r#"{"instances": [{"a": [1, 2], "b": "x"}, [1, 2]]}"#,
+                "all be",
+            ),
+            (
+                r#"{"inputs": {"a": [[1, 2]], "a": [[1, 2]]}}"#,
+                "given twice",
+            ),
             (r#"{"inputs": {"a": [["x", 2]]}}"#, "expected a number"),
         ];
         for (body, want) in cases {
@@ -410,10 +471,24 @@ mod tests {
 
     #[test]
     fn responses() {
-        let y = named("y", vec![2, 2], TensorData::F32(vec![0.5, 1.0, f32::NAN, -2.0]));
-        let k = named("k_bytes", vec![2], TensorData::String(vec![b"a".to_vec(), b"b".to_vec()]));
-        assert_eq!(text(Format::Row, &[y.clone()]), r#"{"predictions":[[0.5,1.0],[NaN,-2.0]]}"#);
-        assert_eq!(text(Format::Columnar, &[y.clone()]), r#"{"outputs":[[0.5,1.0],[NaN,-2.0]]}"#);
+        let y = named(
+            "y",
+            vec![2, 2],
+            TensorData::F32(vec![0.5, 1.0, f32::NAN, -2.0]),
+        );
+        let k = named(
+            "k_bytes",
+            vec![2],
+            TensorData::String(vec![b"a".to_vec(), b"b".to_vec()]),
+        );
+        assert_eq!(
+            text(Format::Row, &[y.clone()]),
+            r#"{"predictions":[[0.5,1.0],[NaN,-2.0]]}"#
+        );
+        assert_eq!(
+            text(Format::Columnar, &[y.clone()]),
+            r#"{"outputs":[[0.5,1.0],[NaN,-2.0]]}"#
+        );
         assert_eq!(
             text(Format::Row, &[y.clone(), k.clone()]),
             r#"{"predictions":[{"y":[0.5,1.0],"k_bytes":{"b64":"YQ=="}},{"y":[NaN,-2.0],"k_bytes":{"b64":"Yg=="}}]}"#

@@ -97,7 +97,9 @@ async fn dispatch(
             format!("{method} is not allowed here; use {want}"),
         ));
     }
-    let selector = route.version.map_or(VersionSelector::Latest, VersionSelector::Specific);
+    let selector = route
+        .version
+        .map_or(VersionSelector::Latest, VersionSelector::Specific);
     match route.target {
         Target::Status => status(&state, &route.model, route.version),
         Target::Metadata => {
@@ -184,7 +186,10 @@ fn tensor_info_json(spec: &TensorSpec) -> Value {
 fn metadata_json(loaded: &LoadedVersion) -> Value {
     let signature = loaded.signature();
     let map = |specs: &[TensorSpec]| -> serde_json::Map<String, Value> {
-        specs.iter().map(|s| (s.name.clone(), tensor_info_json(s))).collect()
+        specs
+            .iter()
+            .map(|s| (s.name.clone(), tensor_info_json(s)))
+            .collect()
     };
     json!({
         "model_spec": {
@@ -225,13 +230,35 @@ mod tests {
     #[test]
     fn parses_paths() {
         assert_eq!(parse_route("m"), route("m", None, Target::Status));
-        assert_eq!(parse_route("m/versions/3"), route("m", Some(3), Target::Status));
-        assert_eq!(parse_route("m/metadata"), route("m", None, Target::Metadata));
-        assert_eq!(parse_route("m/versions/3/metadata"), route("m", Some(3), Target::Metadata));
+        assert_eq!(
+            parse_route("m/versions/3"),
+            route("m", Some(3), Target::Status)
+        );
+        assert_eq!(
+            parse_route("m/metadata"),
+            route("m", None, Target::Metadata)
+        );
+        assert_eq!(
+            parse_route("m/versions/3/metadata"),
+            route("m", Some(3), Target::Metadata)
+        );
         assert_eq!(parse_route("m:predict"), route("m", None, Target::Predict));
-        assert_eq!(parse_route("m/versions/2:predict"), route("m", Some(2), Target::Predict));
-        assert_eq!(parse_route("m:classify"), route("m", None, Target::Classify));
-        for bad in ["", "m:explode", "m/versions/x:predict", "m/versions/", "m/other", "m/versions/99999999999999999999999"] {
+        assert_eq!(
+            parse_route("m/versions/2:predict"),
+            route("m", Some(2), Target::Predict)
+        );
+        assert_eq!(
+            parse_route("m:classify"),
+            route("m", None, Target::Classify)
+        );
+        for bad in [
+            "",
+            "m:explode",
+            "m/versions/x:predict",
+            "m/versions/",
+            "m/other",
+            "m/versions/99999999999999999999999",
+        ] {
             assert_eq!(parse_route(bad), None, "{bad}");
         }
     }
