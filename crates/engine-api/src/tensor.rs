@@ -227,7 +227,7 @@ impl Tensor {
             .ok_or_else(|| {
                 format!("rows {start}..{start}+{len} are out of range for {rows} rows")
             })?;
-        let per_row = if rows == 0 { 0 } else { self.len() / rows };
+        let per_row = self.len().checked_div(rows).unwrap_or(0);
         let data = self
             .data
             .slice(start * per_row..end * per_row)

@@ -4,6 +4,9 @@ use quiver_engine_api::{DataType, EngineError, Tensor, TensorData, f16};
 use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
 use tract_onnx::prelude::{DatumType, TValue};
 
+// A wildcard over tract's own enum: its quantised and symbolic types have no counterpart here, and
+// types it adds later must not break the build.
+#[allow(clippy::wildcard_enum_match_arm)]
 pub(crate) fn dtype_from_tract(dt: DatumType) -> Option<DataType> {
     Some(match dt {
         DatumType::Bool => DataType::Bool,
@@ -60,6 +63,7 @@ pub(crate) fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, EngineE
 }
 
 /// Copies a tract output into a Quiver tensor.
+#[allow(clippy::wildcard_enum_match_arm)] // tract's enum, as above
 pub(crate) fn from_tract(v: &TValue) -> Result<Tensor, EngineError> {
     let view = v
         .try_as_plain_ram()

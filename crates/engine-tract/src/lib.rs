@@ -116,7 +116,7 @@ impl TractSession {
             .plan
             .run(values)
             .map_err(|e| EngineError::Runtime(format!("{e:#}")))?;
-        outputs.iter().map(|v| convert::from_tract(v)).collect()
+        outputs.iter().map(convert::from_tract).collect()
     }
 }
 

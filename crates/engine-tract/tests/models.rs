@@ -1,5 +1,7 @@
 //! The tract engine on the fixture models (exact answers) and the real shared models.
 
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
+
 use quiver_engine_api::{DataType, Engine, EngineOptions, Session, Tensor, TensorData};
 use quiver_engine_tract::TractEngine;
 use quiver_test_support::{fixture_model, shared_models};

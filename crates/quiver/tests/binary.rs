@@ -1,7 +1,7 @@
 //! Tests of the real `quiver` binary: command line, environment variables, start-up with a
 //! broken model, graceful exit on SIGTERM.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! End-to-end tests of the TensorFlow Serving REST API: a real server on `127.0.0.1:0` serving the
 //! fixture models, driven over real HTTP.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
 
 use quiver::config::ServeConfig;
 use quiver::server::{RunningServer, start};

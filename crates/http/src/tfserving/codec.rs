@@ -482,11 +482,11 @@ mod tests {
             TensorData::String(vec![b"a".to_vec(), b"b".to_vec()]),
         );
         assert_eq!(
-            text(Format::Row, &[y.clone()]),
+            text(Format::Row, std::slice::from_ref(&y)),
             r#"{"predictions":[[0.5,1.0],[NaN,-2.0]]}"#
         );
         assert_eq!(
-            text(Format::Columnar, &[y.clone()]),
+            text(Format::Columnar, std::slice::from_ref(&y)),
             r#"{"outputs":[[0.5,1.0],[NaN,-2.0]]}"#
         );
         assert_eq!(
@@ -505,7 +505,7 @@ mod tests {
         let b = named("b", vec![3], TensorData::I64(vec![1, 2, 3]));
         let s = named("s", vec![], TensorData::I64(vec![1]));
         assert!(encode_predict(Format::Row, &[a.clone(), b]).is_err());
-        assert!(encode_predict(Format::Row, &[s.clone()]).is_err());
+        assert!(encode_predict(Format::Row, std::slice::from_ref(&s)).is_err());
         assert_eq!(text(Format::Columnar, &[s]), r#"{"outputs":1}"#);
         assert_eq!(text(Format::Row, &[a]), r#"{"predictions":[1,2]}"#);
     }

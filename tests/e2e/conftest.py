@@ -1,0 +1,73 @@
+"""Starts the real `quiver` binary for the end-to-end tests.
+
+QUIVER_BIN names the binary (scripts/test.sh passes the one `cargo test` built);
+QUIVER_SHARED_MODELS the shared real models (default ../shared/models beside the workspace).
+"""
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+READY = "REST API listening on http://"
+
+
+class Server:
+    def __init__(self, repository, *args):
+        binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
+        if not os.path.exists(binary):
+            pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
+        command = [binary, "serve", "--host", "127.0.0.1", "--rest-port", "0",
+                   "--model-repository", str(repository), *args]
+        env = dict(os.environ, NO_COLOR="1")
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        text=True, env=env)
+        self.log = []
+        ready = threading.Event()
+        self.url = None
+
+        def pump():
+            for line in self.process.stderr:
+                self.log.append(line)
+                if self.url is None and READY in line:
+                    self.url = "http://" + line.split(READY, 1)[1].strip()
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        ready.wait(timeout=120)
+        if self.url is None:
+            self.stop()
+            pytest.fail("the server did not start:\n" + "".join(self.log))
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def examples_server():
+    """The server on the example repository, as the README runs it."""
+    server = Server(ROOT / "examples" / "models")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_models():
+    path = pathlib.Path(os.environ.get("QUIVER_SHARED_MODELS", ROOT.parent / "shared" / "models"))
+    if (path / "README.md").is_file():
+        return path
+    message = f"shared models not found at {path} (set QUIVER_SHARED_MODELS)"
+    if os.environ.get("QUIVER_REQUIRE_SHARED_MODELS") == "1":
+        pytest.fail(message + "; they are required (QUIVER_REQUIRE_SHARED_MODELS=1)")
+    print(f"\n!!! SKIPPED: {message} !!!\n", file=sys.stderr)
+    pytest.skip(message)
