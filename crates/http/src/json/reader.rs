@@ -43,6 +43,48 @@ impl Next {
     }
 }
 
+/// The non-finite values TF Serving accepts as bare words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    /// `NaN`
+    NaN,
+    /// `Infinity`
+    Infinity,
+    /// `-Infinity`
+    NegInfinity,
+}
+
+/// A number token as read: its text and, for finite numbers, its value as
+/// `(-1)^negative · mantissa · 10^exponent`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NumberToken<'a> {
+    /// The token's text.
+    pub text: &'a str,
+    /// `NaN` or an infinity, instead of digits.
+    pub special: Option<Special>,
+    /// A leading `-`.
+    pub negative: bool,
+    /// The significant digits, as many as fit a `u64`.
+    pub mantissa: u64,
+    /// Power of ten applied to `mantissa`.
+    pub exponent: i64,
+    /// Non-zero digits were dropped: the value is not exactly the parts.
+    pub truncated: bool,
+    /// No fraction and no exponent were written.
+    pub integer: bool,
+}
+
+/// `mantissa · 10 + digit`, unless the mantissa is already `full` or this overflows it.
+#[inline]
+fn push_digit(mantissa: u64, digit: u8, full: bool) -> Option<u64> {
+    if full {
+        return None;
+    }
+    mantissa
+        .checked_mul(10)?
+        .checked_add(u64::from(digit - b'0'))
+}
+
 /// A syntax error, with the byte offset where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
@@ -96,6 +138,7 @@ impl<'a> JsonReader<'a> {
         }
     }
 
+    #[inline]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
             self.pos += 1;
@@ -103,6 +146,7 @@ impl<'a> JsonReader<'a> {
     }
 
     /// Classifies the next value without consuming it.
+    #[inline]
     pub fn peek(&mut self) -> Result<Next> {
         self.skip_ws();
         match self.bytes.get(self.pos) {
@@ -117,6 +161,7 @@ impl<'a> JsonReader<'a> {
         }
     }
 
+    #[inline]
     fn expect_byte(&mut self, b: u8, what: &str) -> Result<()> {
         self.skip_ws();
         if self.bytes.get(self.pos) == Some(&b) {
@@ -127,6 +172,7 @@ impl<'a> JsonReader<'a> {
         }
     }
 
+    #[inline]
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -136,6 +182,7 @@ impl<'a> JsonReader<'a> {
     }
 
     /// Consumes `[`.
+    #[inline]
     pub fn begin_array(&mut self) -> Result<()> {
         self.expect_byte(b'[', "'['")?;
         self.enter()
@@ -143,6 +190,7 @@ impl<'a> JsonReader<'a> {
 
     /// Moves to the next element of the current array: `true` when there is one to read,
     /// `false` after consuming the closing `]`. `first` must start `true` for each array.
+    #[inline]
     pub fn next_element(&mut self, first: &mut bool) -> Result<bool> {
         self.skip_ws();
         match self.bytes.get(self.pos) {
@@ -160,6 +208,27 @@ impl<'a> JsonReader<'a> {
                 Ok(true)
             }
             _ => Err(self.error("expected ',' or ']'")),
+        }
+    }
+
+    /// Inside an array, after a value: when a `,` and then a number follow, consumes the `,`
+    /// and returns `true`; otherwise consumes nothing. Lets callers read runs of numbers
+    /// without classifying every element.
+    #[inline]
+    pub fn comma_then_number(&mut self) -> bool {
+        self.skip_ws();
+        if self.bytes.get(self.pos) != Some(&b',') {
+            return false;
+        }
+        let mut p = self.pos + 1;
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(p) {
+            p += 1;
+        }
+        if let Some(b'-' | b'0'..=b'9' | b'N' | b'I') = self.bytes.get(p) {
+            self.pos = p;
+            true
+        } else {
+            false
         }
     }
 
@@ -191,34 +260,103 @@ impl<'a> JsonReader<'a> {
         Ok(Some(key))
     }
 
+    /// The unread bytes, from the next non-blank one.
+    #[inline]
+    pub fn rest(&mut self) -> &'a [u8] {
+        self.skip_ws();
+        self.bytes.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Consumes `n` bytes of [`JsonReader::rest`] that a caller has parsed (whole tokens only).
+    #[inline]
+    pub fn advance(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.bytes.len());
+    }
+
     /// Reads a number token and returns its text: JSON's grammar plus `NaN`, `Infinity`,
     /// `-Infinity`.
     pub fn read_number(&mut self) -> Result<&'a str> {
+        Ok(self.read_number_token()?.text)
+    }
+
+    /// Reads a number token, splitting it into sign, digits and exponent in the same pass that
+    /// checks its grammar, so that converting it needs no second look at the text.
+    pub fn read_number_token(&mut self) -> Result<NumberToken<'a>> {
         self.skip_ws();
-        let start = self.pos;
-        for word in ["NaN", "Infinity", "-Infinity"] {
-            if self.text[start..].starts_with(word) {
-                self.pos += word.len();
-                return Ok(&self.text[start..self.pos]);
-            }
-        }
         let b = self.bytes;
+        let start = self.pos;
         let mut p = start;
-        if b.get(p) == Some(&b'-') {
+        let negative = b.get(p) == Some(&b'-');
+        if negative {
             p += 1;
         }
+        if let Some(b'N' | b'I') = b.get(p) {
+            for (word, special) in [
+                ("NaN", Special::NaN),
+                ("Infinity", Special::Infinity),
+                ("-Infinity", Special::NegInfinity),
+            ] {
+                if self.text[start..].starts_with(word) {
+                    self.pos = start + word.len();
+                    return Ok(NumberToken {
+                        text: &self.text[start..self.pos],
+                        special: Some(special),
+                        ..NumberToken::default()
+                    });
+                }
+            }
+            self.pos = p;
+            return Err(self.error("expected a number"));
+        }
+        let mut token = NumberToken {
+            negative,
+            integer: true,
+            ..NumberToken::default()
+        };
+        // Digits beyond what a u64 holds only move the exponent, and mark the token as
+        // `truncated` if any is non-zero.
+        let mut full = false;
         let int_start = p;
-        while b.get(p).is_some_and(u8::is_ascii_digit) {
+        while let Some(&c) = b.get(p) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            match push_digit(token.mantissa, c, full) {
+                Some(m) => token.mantissa = m,
+                None => {
+                    full = true;
+                    token.exponent += 1;
+                    token.truncated |= c != b'0';
+                }
+            }
             p += 1;
         }
         if p == int_start {
             self.pos = p;
             return Err(self.error("expected a digit"));
         }
+        if p - int_start > 1 && b.get(int_start) == Some(&b'0') {
+            self.pos = int_start;
+            return Err(self.error("a number may not start with 0 followed by digits"));
+        }
         if b.get(p) == Some(&b'.') {
+            token.integer = false;
             p += 1;
             let frac = p;
-            while b.get(p).is_some_and(u8::is_ascii_digit) {
+            while let Some(&c) = b.get(p) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                match push_digit(token.mantissa, c, full) {
+                    Some(m) => {
+                        token.mantissa = m;
+                        token.exponent -= 1;
+                    }
+                    None => {
+                        full = true;
+                        token.truncated |= c != b'0';
+                    }
+                }
                 p += 1;
             }
             if p == frac {
@@ -227,21 +365,32 @@ impl<'a> JsonReader<'a> {
             }
         }
         if let Some(b'e' | b'E') = b.get(p) {
+            token.integer = false;
             p += 1;
-            if let Some(b'+' | b'-') = b.get(p) {
+            let mut exp_negative = false;
+            if let Some(&sign @ (b'+' | b'-')) = b.get(p) {
+                exp_negative = sign == b'-';
                 p += 1;
             }
             let exp = p;
-            while b.get(p).is_some_and(u8::is_ascii_digit) {
+            let mut value: i64 = 0;
+            while let Some(&c) = b.get(p) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                // Saturate: any exponent this large already means 0 or infinity.
+                value = (value * 10 + i64::from(c - b'0')).min(1 << 40);
                 p += 1;
             }
             if p == exp {
                 self.pos = p;
                 return Err(self.error("expected a digit in the exponent"));
             }
+            token.exponent += if exp_negative { -value } else { value };
         }
         self.pos = p;
-        Ok(&self.text[start..p])
+        token.text = &self.text[start..p];
+        Ok(token)
     }
 
     /// Reads `true` or `false`.

@@ -4,6 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use quiver_engine_api::{DataType, Tensor, TensorData, f16};
 
+use super::number;
 use super::reader::{JsonReader, Next, SyntaxError};
 
 /// Why a JSON tensor could not be decoded. Both kinds are the client's mistake.
@@ -54,6 +55,7 @@ const RAGGED: &str =
     "lists must be rectangular (same length at each level, scalars only at the innermost)";
 
 impl ShapeTracker {
+    #[inline]
     fn list(&mut self, depth: usize, len: usize) -> Result<(), &'static str> {
         if self.rank.is_some_and(|r| depth >= r) {
             return Err(RAGGED);
@@ -69,6 +71,7 @@ impl ShapeTracker {
         Ok(())
     }
 
+    #[inline]
     fn scalar(&mut self, depth: usize) -> Result<(), &'static str> {
         match self.rank {
             Some(r) if r == depth => Ok(()),
@@ -92,6 +95,8 @@ pub struct TensorBuilder {
     name: String,
     data: TensorData,
     shape: ShapeTracker,
+    /// The element type takes JSON numbers.
+    numeric: bool,
 }
 
 impl TensorBuilder {
@@ -101,6 +106,7 @@ impl TensorBuilder {
             name: name.to_owned(),
             data: TensorData::with_capacity(dtype, 0),
             shape: ShapeTracker::default(),
+            numeric: !matches!(dtype, DataType::Bool | DataType::String),
         }
     }
 
@@ -115,19 +121,90 @@ impl TensorBuilder {
 
     /// Reads one value (a scalar or nested lists) found at list depth `depth`.
     pub fn read_value(&mut self, r: &mut JsonReader<'_>, depth: usize) -> Result<(), DecodeError> {
-        if r.peek()? == Next::Array {
-            r.begin_array()?;
-            let mut first = true;
-            let mut len = 0;
-            while r.next_element(&mut first)? {
-                self.read_value(r, depth + 1)?;
-                len += 1;
-            }
-            self.shape.list(depth, len).map_err(|m| self.err(m))
-        } else {
+        if r.peek()? != Next::Array {
             self.shape.scalar(depth).map_err(|m| self.err(m))?;
-            self.read_scalar(r)
+            return self.read_scalar(r);
         }
+        // Nested lists are walked with an explicit stack of open lists (their lengths so far and
+        // whether the next element is the first), not by recursion: one classification per
+        // element, and nesting bounded by the reader's depth limit.
+        r.begin_array()?;
+        let mut open: Vec<(usize, bool)> = vec![(0, true)];
+        while let Some(&mut (_, ref mut first)) = open.last_mut() {
+            let more = r.next_element(first)?;
+            // The innermost open list sits at `list_depth`; its elements one deeper.
+            let list_depth = depth + open.len() - 1;
+            if !more {
+                let (len, _) = open.pop().unwrap_or_default();
+                self.shape.list(list_depth, len).map_err(|m| self.err(m))?;
+                if let Some(parent) = open.last_mut() {
+                    parent.0 += 1;
+                }
+                continue;
+            }
+            let added = match r.peek()? {
+                Next::Array => {
+                    r.begin_array()?;
+                    open.push((0, true));
+                    continue;
+                }
+                Next::Number if self.numeric => {
+                    self.shape.scalar(list_depth + 1).map_err(|m| self.err(m))?;
+                    self.read_number_run(r)?
+                }
+                Next::Number | Next::String | Next::Bool | Next::Null | Next::Object => {
+                    self.shape.scalar(list_depth + 1).map_err(|m| self.err(m))?;
+                    self.read_scalar(r)?;
+                    1
+                }
+            };
+            if let Some(list) = open.last_mut() {
+                list.0 += added;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a run of comma-separated numbers, at least one; returns how many. The innermost
+    /// lists of a numeric tensor hold nearly all of a body's bytes, so this loop is the
+    /// decoder's hot path: one type dispatch per run, not per number.
+    fn read_number_run(&mut self, r: &mut JsonReader<'_>) -> Result<usize, DecodeError> {
+        let mut count = 0;
+        macro_rules! floats {
+            ($v:expr, $t:ty, $convert:expr) => {
+                loop {
+                    $v.push($convert(number::read_float::<$t>(r)?));
+                    count += 1;
+                    if !r.comma_then_number() {
+                        break;
+                    }
+                }
+            };
+        }
+        match &mut self.data {
+            TensorData::F32(v) => floats!(v, f32, |x| x),
+            TensorData::F64(v) => floats!(v, f64, |x| x),
+            TensorData::F16(v) => floats!(v, f32, f16::from_f32),
+            TensorData::U8(_)
+            | TensorData::U16(_)
+            | TensorData::U32(_)
+            | TensorData::U64(_)
+            | TensorData::I8(_)
+            | TensorData::I16(_)
+            | TensorData::I32(_)
+            | TensorData::I64(_)
+            | TensorData::Bool(_)
+            | TensorData::String(_) => loop {
+                if let Err(message) = push_number(&mut self.data, r)? {
+                    return Err(self.err(message));
+                }
+                count += 1;
+                if !r.comma_then_number() {
+                    break;
+                }
+            },
+        }
+        Ok(count)
     }
 
     /// Records that the values read at depth 1 were `len` elements of one outer list (TF
@@ -177,9 +254,8 @@ impl TensorBuilder {
                 v.push(bytes);
             }
             (TensorData::Bool(v), Next::Bool) => v.push(r.read_bool()?),
-            (data, Next::Number) if dtype != DataType::Bool && dtype != DataType::String => {
-                let text = r.read_number()?;
-                push_number(data, text).map_err(|m| self.err(m))?;
+            (data, Next::Number) if self.numeric => {
+                push_number(data, r)?.map_err(|m| self.err(m))?;
             }
             (_, Next::Object) if at_b64_object(r) => {
                 return Err(self.err(format!(
@@ -239,54 +315,42 @@ pub fn read_b64(r: &mut JsonReader<'_>) -> Result<Vec<u8>, DecodeError> {
     Ok(bytes)
 }
 
-fn parse_float(text: &str) -> Result<f64, String> {
-    match text {
-        "NaN" => Ok(f64::NAN),
-        "Infinity" => Ok(f64::INFINITY),
-        "-Infinity" => Ok(f64::NEG_INFINITY),
-        _ => text.parse().map_err(|_| format!("{text} is not a number")),
-    }
-}
-
-fn parse_f32(text: &str) -> Result<f32, String> {
-    match text {
-        "NaN" => Ok(f32::NAN),
-        "Infinity" => Ok(f32::INFINITY),
-        "-Infinity" => Ok(f32::NEG_INFINITY),
-        // Parsed directly as f32 for correct rounding (not via f64).
-        _ => text.parse().map_err(|_| format!("{text} is not a number")),
-    }
-}
-
-fn parse_int<T: TryFrom<i128>>(text: &str, dtype: DataType) -> Result<T, String> {
-    let wide: i128 = text.parse().map_err(|_| {
-        format!(
-            "{text} is not an integer ({} takes integers)",
-            dtype.tf_name()
-        )
-    })?;
-    T::try_from(wide).map_err(|_| format!("{text} is out of range for {}", dtype.tf_name()))
-}
-
-fn push_number(data: &mut TensorData, text: &str) -> Result<(), String> {
+/// Reads the number at the reader's position into `data`: a syntax error, or else a value the
+/// element type cannot take (the inner error).
+fn push_number(
+    data: &mut TensorData,
+    r: &mut JsonReader<'_>,
+) -> Result<Result<(), String>, SyntaxError> {
     let dtype = data.dtype();
+    macro_rules! int {
+        ($v:expr) => {{
+            let token = r.read_number_token()?;
+            match number::to_int(&token, dtype) {
+                Ok(value) => $v.push(value),
+                Err(message) => return Ok(Err(message)),
+            }
+        }};
+    }
     match data {
-        TensorData::F32(v) => v.push(parse_f32(text)?),
-        TensorData::F64(v) => v.push(parse_float(text)?),
-        TensorData::F16(v) => v.push(f16::from_f32(parse_f32(text)?)),
-        TensorData::U8(v) => v.push(parse_int(text, dtype)?),
-        TensorData::U16(v) => v.push(parse_int(text, dtype)?),
-        TensorData::U32(v) => v.push(parse_int(text, dtype)?),
-        TensorData::U64(v) => v.push(parse_int(text, dtype)?),
-        TensorData::I8(v) => v.push(parse_int(text, dtype)?),
-        TensorData::I16(v) => v.push(parse_int(text, dtype)?),
-        TensorData::I32(v) => v.push(parse_int(text, dtype)?),
-        TensorData::I64(v) => v.push(parse_int(text, dtype)?),
+        TensorData::F32(v) => v.push(number::read_float::<f32>(r)?),
+        TensorData::F64(v) => v.push(number::read_float::<f64>(r)?),
+        TensorData::F16(v) => v.push(f16::from_f32(number::read_float::<f32>(r)?)),
+        TensorData::U8(v) => int!(v),
+        TensorData::U16(v) => int!(v),
+        TensorData::U32(v) => int!(v),
+        TensorData::U64(v) => int!(v),
+        TensorData::I8(v) => int!(v),
+        TensorData::I16(v) => int!(v),
+        TensorData::I32(v) => int!(v),
+        TensorData::I64(v) => int!(v),
         TensorData::Bool(_) | TensorData::String(_) => {
-            return Err(format!("numbers are not valid for {}", dtype.tf_name()));
+            return Ok(Err(format!(
+                "numbers are not valid for {}",
+                dtype.tf_name()
+            )));
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 #[cfg(test)]
