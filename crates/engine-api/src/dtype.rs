@@ -100,6 +100,25 @@ impl DataType {
         }
     }
 
+    /// Name in Triton's model configuration (`TYPE_FP32`; BYTES is `TYPE_STRING`).
+    pub fn triton_config_name(self) -> &'static str {
+        match self {
+            DataType::Bool => "TYPE_BOOL",
+            DataType::U8 => "TYPE_UINT8",
+            DataType::U16 => "TYPE_UINT16",
+            DataType::U32 => "TYPE_UINT32",
+            DataType::U64 => "TYPE_UINT64",
+            DataType::I8 => "TYPE_INT8",
+            DataType::I16 => "TYPE_INT16",
+            DataType::I32 => "TYPE_INT32",
+            DataType::I64 => "TYPE_INT64",
+            DataType::F16 => "TYPE_FP16",
+            DataType::F32 => "TYPE_FP32",
+            DataType::F64 => "TYPE_FP64",
+            DataType::String => "TYPE_STRING",
+        }
+    }
+
     /// The data type with KServe V2 name `name`.
     pub fn from_kserve_name(name: &str) -> Option<DataType> {
         DataType::ALL.into_iter().find(|d| d.kserve_name() == name)

@@ -73,3 +73,14 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// The error for a request body that could not be read (413 when over `--max-body-bytes`).
+pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = rejection.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "the request body is larger than the server's limit (--max-body-bytes)".to_owned()
+    } else {
+        format!("cannot read the request body: {rejection}")
+    };
+    ApiError::new(status, message)
+}

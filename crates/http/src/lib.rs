@@ -1,9 +1,9 @@
-//! Quiver's HTTP front ends: the TensorFlow Serving REST API (and, on the same listener, the
-//! routes later protocols add). Handlers only convert between the wire format and the core's
-//! types; every decision about models lives in `quiver-core`.
+//! Quiver's HTTP front ends on one listener: the TensorFlow Serving REST API and KServe V2.
+//! Handlers only convert between the wire format and the core's types; every decision about models lives in `quiver-core`.
 
 pub mod error;
 pub mod json;
+pub mod kserve;
 pub mod tfserving;
 
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .merge(tfserving::routes())
+        .merge(kserve::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -70,13 +70,17 @@ pub enum Bytes {
     TextOrBase64,
     /// Always as `{"b64": …}` (TF Serving, for outputs named `*_bytes`).
     Base64,
+    /// Always as JSON strings, invalid UTF-8 replaced (KServe V2 JSON has no binary form; its
+    /// clients ask for binary data output instead).
+    Text,
 }
 
 /// Appends one byte string.
 pub fn bytes_value(out: &mut Vec<u8>, v: &[u8], mode: Bytes) {
     match (mode, std::str::from_utf8(v)) {
-        (Bytes::TextOrBase64, Ok(s)) => string(out, s),
-        _ => {
+        (Bytes::TextOrBase64 | Bytes::Text, Ok(s)) => string(out, s),
+        (Bytes::Text, Err(_)) => string(out, &String::from_utf8_lossy(v)),
+        (Bytes::TextOrBase64 | Bytes::Base64, _) => {
             out.extend_from_slice(b"{\"b64\":\"");
             out.extend_from_slice(BASE64.encode(v).as_bytes());
             out.extend_from_slice(b"\"}");

@@ -13,7 +13,7 @@ use quiver_core::{LoadedVersion, TensorSpec, VersionSelector, VersionStatus};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, body_error};
 
 /// TF Serving's one signature name for models without named signatures.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -124,16 +124,6 @@ async fn dispatch(
             )))
         }
     }
-}
-
-fn body_error(rejection: BytesRejection) -> ApiError {
-    let status = rejection.status();
-    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "the request body is larger than the server's limit (--max-body-bytes)".to_owned()
-    } else {
-        format!("cannot read the request body: {rejection}")
-    };
-    ApiError::new(status, message)
 }
 
 async fn predict(loaded: &LoadedVersion, body: &[u8]) -> Result<Response, ApiError> {

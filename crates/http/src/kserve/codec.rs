@@ -1,0 +1,673 @@
+//! KServe V2 inference requests and responses: JSON tensors, and Triton's binary tensor data
+//! extension (raw little-endian elements after the JSON header; BYTES elements each prefixed by
+//! a 4-byte little-endian length).
+
+use quiver_core::NamedTensor;
+use quiver_engine_api::{DataType, Tensor, TensorData, element_count, f16};
+
+use crate::json::number;
+use crate::json::reader::{JsonReader, Next};
+use crate::json::tensor::{DecodeError, TensorBuilder, invalid};
+use crate::json::writer;
+
+/// Largest rank a request may declare.
+const MAX_RANK: usize = 64;
+
+/// A decoded `…/infer` request.
+#[derive(Debug)]
+pub struct InferRequest {
+    /// The request id, echoed in the response.
+    pub id: Option<String>,
+    /// The inputs, in request order.
+    pub inputs: Vec<NamedTensor>,
+    /// The outputs asked for, in the order wanted; empty means all.
+    pub outputs: Vec<RequestedOutput>,
+    /// `parameters.binary_data_output`: outputs as binary unless an output says otherwise.
+    pub binary_output: bool,
+}
+
+/// One entry of a request's `outputs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedOutput {
+    /// Output name.
+    pub name: String,
+    /// `parameters.binary_data`, when given.
+    pub binary: Option<bool>,
+}
+
+/// An input as read from the JSON header, before its data is decoded.
+struct PendingInput<'a> {
+    name: String,
+    shape: Vec<usize>,
+    datatype: String,
+    binary_size: Option<usize>,
+    /// A reader positioned at the `data` value.
+    data: Option<JsonReader<'a>>,
+}
+
+/// Decodes a request from its JSON `header` and the `binary` bytes that followed it.
+pub fn decode_infer(header: &[u8], binary: &[u8]) -> Result<InferRequest, DecodeError> {
+    let mut r = JsonReader::new(header)?;
+    if r.peek()? != Next::Object {
+        return Err(invalid("the request body must be a JSON object"));
+    }
+    r.begin_object()?;
+    let mut first = true;
+    let mut id = None;
+    let mut pending = Vec::new();
+    let mut outputs = Vec::new();
+    let mut binary_output = false;
+    let mut saw_inputs = false;
+    while let Some(key) = r.next_key(&mut first)? {
+        match key.as_ref() {
+            "id" => id = Some(read_string(&mut r, "id")?),
+            "parameters" => {
+                read_parameters(&mut r, "parameters", |key, r| {
+                    if key == "binary_data_output" {
+                        binary_output = read_bool(r, "parameters.binary_data_output")?;
+                        Ok(true)
+                    } else {
+                        Ok(false)
+                    }
+                })?;
+            }
+            "inputs" => {
+                saw_inputs = true;
+                read_array(&mut r, "inputs", |r| {
+                    pending.push(read_input(r)?);
+                    Ok(())
+                })?;
+            }
+            "outputs" => read_array(&mut r, "outputs", |r| {
+                outputs.push(read_output(r)?);
+                Ok(())
+            })?,
+            _ => r.skip_value()?,
+        }
+    }
+    r.finish()?;
+    if !saw_inputs || pending.is_empty() {
+        return Err(invalid("the request has no 'inputs'"));
+    }
+    let mut rest = binary;
+    let mut inputs = Vec::with_capacity(pending.len());
+    for input in pending {
+        inputs.push(decode_input(input, &mut rest)?);
+    }
+    if !rest.is_empty() {
+        return Err(invalid(format!(
+            "the body has {} bytes of binary data beyond what the inputs' binary_data_size account for",
+            rest.len()
+        )));
+    }
+    Ok(InferRequest {
+        id,
+        inputs,
+        outputs,
+        binary_output,
+    })
+}
+
+fn read_string(r: &mut JsonReader<'_>, what: &str) -> Result<String, DecodeError> {
+    if r.peek()? != Next::String {
+        return Err(invalid(format!("'{what}' must be a string")));
+    }
+    Ok(r.read_string()?.into_owned())
+}
+
+fn read_bool(r: &mut JsonReader<'_>, what: &str) -> Result<bool, DecodeError> {
+    if r.peek()? != Next::Bool {
+        return Err(invalid(format!("'{what}' must be true or false")));
+    }
+    Ok(r.read_bool()?)
+}
+
+fn read_size(r: &mut JsonReader<'_>, what: &str) -> Result<usize, DecodeError> {
+    if r.peek()? != Next::Number {
+        return Err(invalid(format!("'{what}' must be a non-negative integer")));
+    }
+    let token = r.read_number_token()?;
+    number::to_int::<usize>(&token, DataType::U64).map_err(|_| {
+        invalid(format!(
+            "'{what}' must be a non-negative integer, not {}",
+            token.text
+        ))
+    })
+}
+
+/// Reads an array, calling `each` with the reader at every element.
+fn read_array<'a>(
+    r: &mut JsonReader<'a>,
+    what: &str,
+    mut each: impl FnMut(&mut JsonReader<'a>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    if r.peek()? != Next::Array {
+        return Err(invalid(format!("'{what}' must be a list")));
+    }
+    r.begin_array()?;
+    let mut first = true;
+    while r.next_element(&mut first)? {
+        each(r)?;
+    }
+    Ok(())
+}
+
+/// Reads a `parameters` object: `known` reads the values it knows (returning `true`); the
+/// others are skipped (parameters are open-ended in the protocol).
+fn read_parameters<'a>(
+    r: &mut JsonReader<'a>,
+    what: &str,
+    mut known: impl FnMut(&str, &mut JsonReader<'a>) -> Result<bool, DecodeError>,
+) -> Result<(), DecodeError> {
+    if r.peek()? != Next::Object {
+        return Err(invalid(format!("'{what}' must be an object")));
+    }
+    r.begin_object()?;
+    let mut first = true;
+    while let Some(key) = r.next_key(&mut first)? {
+        if !known(&key, r)? {
+            r.skip_value()?;
+        }
+    }
+    Ok(())
+}
+
+fn read_input<'a>(r: &mut JsonReader<'a>) -> Result<PendingInput<'a>, DecodeError> {
+    if r.peek()? != Next::Object {
+        return Err(invalid("each of 'inputs' must be an object"));
+    }
+    r.begin_object()?;
+    let mut first = true;
+    let (mut name, mut shape, mut datatype, mut binary_size, mut data) =
+        (None, None, None, None, None);
+    while let Some(key) = r.next_key(&mut first)? {
+        match key.as_ref() {
+            "name" => name = Some(read_string(r, "inputs[].name")?),
+            "datatype" => datatype = Some(read_string(r, "inputs[].datatype")?),
+            "shape" => {
+                let mut dims = Vec::new();
+                read_array(r, "inputs[].shape", |r| {
+                    if dims.len() == MAX_RANK {
+                        return Err(invalid(format!(
+                            "a shape may have at most {MAX_RANK} dimensions"
+                        )));
+                    }
+                    dims.push(read_size(r, "inputs[].shape[]")?);
+                    Ok(())
+                })?;
+                shape = Some(dims);
+            }
+            "parameters" => read_parameters(r, "inputs[].parameters", |key, r| match key {
+                "binary_data_size" => {
+                    binary_size = Some(read_size(r, "binary_data_size")?);
+                    Ok(true)
+                }
+                "shared_memory_region" => Err(invalid(
+                    "shared memory is not supported; send the data in the request",
+                )),
+                _ => Ok(false),
+            })?,
+            "data" => {
+                // The datatype may come after the data: remember where it is, decode it later.
+                data = Some(r.clone());
+                r.skip_value()?;
+            }
+            _ => r.skip_value()?,
+        }
+    }
+    let name = name.ok_or_else(|| invalid("an input has no 'name'"))?;
+    let missing = |field: &str| invalid(format!("input '{name}' has no '{field}'"));
+    Ok(PendingInput {
+        shape: shape.ok_or_else(|| missing("shape"))?,
+        datatype: datatype.ok_or_else(|| missing("datatype"))?,
+        binary_size,
+        data,
+        name,
+    })
+}
+
+fn read_output(r: &mut JsonReader<'_>) -> Result<RequestedOutput, DecodeError> {
+    if r.peek()? != Next::Object {
+        return Err(invalid("each of 'outputs' must be an object"));
+    }
+    r.begin_object()?;
+    let mut first = true;
+    let (mut name, mut binary) = (None, None);
+    while let Some(key) = r.next_key(&mut first)? {
+        match key.as_ref() {
+            "name" => name = Some(read_string(r, "outputs[].name")?),
+            "parameters" => read_parameters(r, "outputs[].parameters", |key, r| match key {
+                "binary_data" => {
+                    binary = Some(read_bool(r, "outputs[].parameters.binary_data")?);
+                    Ok(true)
+                }
+                "classification" => Err(invalid(
+                    "the classification extension is not supported yet; ask for the raw output",
+                )),
+                _ => Ok(false),
+            })?,
+            _ => r.skip_value()?,
+        }
+    }
+    let name = name.ok_or_else(|| invalid("an entry of 'outputs' has no 'name'"))?;
+    Ok(RequestedOutput { name, binary })
+}
+
+fn decode_input(input: PendingInput<'_>, binary: &mut &[u8]) -> Result<NamedTensor, DecodeError> {
+    let PendingInput {
+        name,
+        shape,
+        datatype,
+        binary_size,
+        data,
+    } = input;
+    let dtype = DataType::from_kserve_name(&datatype).ok_or_else(|| {
+        invalid(format!(
+            "input '{name}': unsupported datatype '{datatype}' (BOOL, UINT8…UINT64, INT8…INT64, FP16, FP32, FP64, BYTES)"
+        ))
+    })?;
+    let count = element_count(&shape).ok_or_else(|| {
+        invalid(format!(
+            "input '{name}': shape {shape:?} has too many elements"
+        ))
+    })?;
+    let tensor = match (binary_size, data) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "input '{name}' has both 'data' and binary_data_size; give one"
+            )));
+        }
+        (None, None) => return Err(invalid(format!("input '{name}' has no 'data'"))),
+        (None, Some(mut r)) => TensorBuilder::new(&name, dtype).read_flat(&mut r, shape)?,
+        (Some(size), None) => {
+            if size > binary.len() {
+                return Err(invalid(format!(
+                    "input '{name}': binary_data_size is {size} but only {} bytes of binary data remain",
+                    binary.len()
+                )));
+            }
+            let (bytes, rest) = binary.split_at(size);
+            *binary = rest;
+            let data = decode_binary(dtype, bytes, count)
+                .map_err(|m| invalid(format!("input '{name}': {m}")))?;
+            Tensor::new(shape, data).map_err(|m| invalid(format!("input '{name}': {m}")))?
+        }
+    };
+    Ok(NamedTensor::new(name, tensor))
+}
+
+/// Binary elements of `dtype`: exactly `count` of them must fill `bytes`.
+fn decode_binary(dtype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
+    if let Some(size) = dtype.size_of() {
+        let want = count.checked_mul(size).ok_or("the shape is too large")?;
+        if bytes.len() != want {
+            return Err(format!(
+                "binary_data_size is {} bytes, but the shape needs {count} {dtype} elements = {want} bytes",
+                bytes.len()
+            ));
+        }
+    }
+    macro_rules! le {
+        ($variant:ident, $t:ty) => {
+            TensorData::$variant(
+                bytes
+                    .chunks_exact(size_of::<$t>())
+                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect(),
+            )
+        };
+    }
+    Ok(match dtype {
+        DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        DataType::U8 => TensorData::U8(bytes.to_vec()),
+        DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+        DataType::U16 => le!(U16, u16),
+        DataType::U32 => le!(U32, u32),
+        DataType::U64 => le!(U64, u64),
+        DataType::I16 => le!(I16, i16),
+        DataType::I32 => le!(I32, i32),
+        DataType::I64 => le!(I64, i64),
+        DataType::F32 => le!(F32, f32),
+        DataType::F64 => le!(F64, f64),
+        DataType::F16 => TensorData::F16(
+            bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        DataType::String => TensorData::String(decode_bytes_elements(bytes, count)?),
+    })
+}
+
+/// BYTES elements, each a 4-byte little-endian length and that many bytes.
+fn decode_bytes_elements(mut bytes: &[u8], count: usize) -> Result<Vec<Vec<u8>>, String> {
+    // Every element takes at least 4 bytes: the capacity is bounded by what was sent.
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
+    while !bytes.is_empty() {
+        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+            return Err("BYTES data ends inside an element's 4-byte length".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err(format!(
+                "a BYTES element claims {len} bytes but only {} remain",
+                rest.len()
+            ));
+        }
+        let (element, rest) = rest.split_at(len);
+        out.push(element.to_vec());
+        bytes = rest;
+    }
+    if out.len() != count {
+        return Err(format!(
+            "the binary data holds {} BYTES elements, the shape needs {count}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Binary form of a tensor's elements.
+pub fn encode_binary(data: &TensorData, out: &mut Vec<u8>) {
+    macro_rules! le {
+        ($v:expr) => {
+            for x in $v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+    }
+    match data {
+        TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        TensorData::U8(v) => out.extend_from_slice(v),
+        TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
+        TensorData::U16(v) => le!(v),
+        TensorData::U32(v) => le!(v),
+        TensorData::U64(v) => le!(v),
+        TensorData::I16(v) => le!(v),
+        TensorData::I32(v) => le!(v),
+        TensorData::I64(v) => le!(v),
+        TensorData::F16(v) => le!(v),
+        TensorData::F32(v) => le!(v),
+        TensorData::F64(v) => le!(v),
+        TensorData::String(v) => {
+            for element in v {
+                // Elements over 4 GiB cannot be framed; no model output comes near that.
+                let len = u32::try_from(element.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(element);
+            }
+        }
+    }
+}
+
+/// An output to answer with, and whether as binary data.
+pub struct ResponseOutput<'a> {
+    /// The output.
+    pub output: &'a NamedTensor,
+    /// Send its elements as binary data after the JSON.
+    pub binary: bool,
+}
+
+/// Encodes a response: the JSON header, and the binary data that follows it (empty when no
+/// output is binary).
+pub fn encode_infer(
+    model: &str,
+    version: u64,
+    id: Option<&str>,
+    outputs: &[ResponseOutput<'_>],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut json = Vec::with_capacity(
+        128 + outputs
+            .iter()
+            .filter(|o| !o.binary)
+            .map(|o| o.output.tensor.len() * 12)
+            .sum::<usize>(),
+    );
+    let mut binary = Vec::new();
+    json.extend_from_slice(b"{\"model_name\":");
+    writer::string(&mut json, model);
+    json.extend_from_slice(b",\"model_version\":\"");
+    writer::int(&mut json, version);
+    json.push(b'"');
+    if let Some(id) = id {
+        json.extend_from_slice(b",\"id\":");
+        writer::string(&mut json, id);
+    }
+    json.extend_from_slice(b",\"outputs\":[");
+    for (i, o) in outputs.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        let tensor = &o.output.tensor;
+        json.extend_from_slice(b"{\"name\":");
+        writer::string(&mut json, &o.output.name);
+        json.extend_from_slice(b",\"datatype\":\"");
+        json.extend_from_slice(tensor.dtype().kserve_name().as_bytes());
+        json.extend_from_slice(b"\",\"shape\":[");
+        for (j, d) in tensor.shape().iter().enumerate() {
+            if j > 0 {
+                json.push(b',');
+            }
+            writer::int(&mut json, *d);
+        }
+        json.push(b']');
+        if o.binary {
+            let start = binary.len();
+            encode_binary(tensor.data(), &mut binary);
+            json.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            writer::int(&mut json, binary.len() - start);
+            json.push(b'}');
+        } else {
+            json.extend_from_slice(b",\"data\":");
+            writer::flat(&mut json, tensor, writer::Bytes::Text);
+        }
+        json.push(b'}');
+    }
+    json.extend_from_slice(b"]}");
+    (json, binary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str, binary: &[u8]) -> Result<InferRequest, String> {
+        decode_infer(json.as_bytes(), binary).map_err(|e| e.to_string())
+    }
+
+    fn f32_tensor(t: &NamedTensor) -> (&[usize], &[f32]) {
+        match t.tensor.data() {
+            TensorData::F32(v) => (t.tensor.shape(), v),
+            other => panic!("not f32: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_inputs_flat_and_nested_in_any_key_order() {
+        let req = decode(
+            r#"{"id": "r1", "inputs": [
+                {"data": [1, 2, 3, 4, 5, 6], "name": "x", "shape": [2, 3], "datatype": "FP32"},
+                {"name": "y", "shape": [2], "datatype": "INT64", "data": [[7], [8]]}
+            ], "outputs": [{"name": "z", "parameters": {"binary_data": true}}],
+            "parameters": {"binary_data_output": true, "other": [1, {"x": 2}]}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(req.id.as_deref(), Some("r1"));
+        assert!(req.binary_output);
+        assert_eq!(
+            req.outputs,
+            vec![RequestedOutput {
+                name: "z".into(),
+                binary: Some(true)
+            }]
+        );
+        let (shape, data) = f32_tensor(&req.inputs[0]);
+        assert_eq!(shape, [2, 3]);
+        assert_eq!(data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(req.inputs[1].tensor.data(), &TensorData::I64(vec![7, 8]));
+    }
+
+    #[test]
+    fn binary_inputs_of_every_kind() {
+        let mut binary = Vec::new();
+        for x in [1.5f32, -2.0] {
+            binary.extend_from_slice(&x.to_le_bytes());
+        }
+        for s in [&b"ab"[..], b""] {
+            binary.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            binary.extend_from_slice(s);
+        }
+        binary.extend_from_slice(&[1, 0, 1]);
+        let req = decode(
+            r#"{"inputs": [
+                {"name": "f", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+                {"name": "s", "shape": [1, 2], "datatype": "BYTES", "parameters": {"binary_data_size": 10}},
+                {"name": "b", "shape": [3], "datatype": "BOOL", "parameters": {"binary_data_size": 3}}
+            ]}"#,
+            &binary,
+        )
+        .unwrap();
+        assert_eq!(
+            req.inputs[0].tensor.data(),
+            &TensorData::F32(vec![1.5, -2.0])
+        );
+        assert_eq!(
+            req.inputs[1].tensor.data(),
+            &TensorData::String(vec![b"ab".to_vec(), vec![]])
+        );
+        assert_eq!(
+            req.inputs[2].tensor.data(),
+            &TensorData::Bool(vec![true, false, true])
+        );
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let cases: &[(&str, &[u8], &str)] = &[
+            ("{", &[], "malformed JSON"),
+            ("[]", &[], "object"),
+            ("{}", &[], "no 'inputs'"),
+            (r#"{"inputs": []}"#, &[], "no 'inputs'"),
+            (
+                r#"{"inputs": [{"shape": [1], "datatype": "FP32", "data": [1]}]}"#,
+                &[],
+                "no 'name'",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}"#,
+                &[],
+                "'shape'",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "data": [1]}]}"#,
+                &[],
+                "'datatype'",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}"#,
+                &[],
+                "no 'data'",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "BF16", "data": [1]}]}"#,
+                &[],
+                "unsupported datatype",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}]}"#,
+                &[],
+                "declared shape",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}"#,
+                &[],
+                "non-negative",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": ["a"]}]}"#,
+                &[],
+                "integer",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [4294967296, 4294967296, 4294967296], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#,
+                &[0; 4],
+                "too many elements",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1000000000], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#,
+                &[0; 4],
+                "needs 1000000000",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#,
+                &[0; 4],
+                "only 4 bytes",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#,
+                &[0; 8],
+                "beyond",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}"#,
+                &[255, 255, 255, 255, 0, 0],
+                "claims",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 5}}]}"#,
+                &[1, 0, 0, 0, 7],
+                "needs 2",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "parameters": {"binary_data_size": 4}}]}"#,
+                &[0; 4],
+                "both",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [{}]}"#,
+                &[],
+                "no 'name'",
+            ),
+        ];
+        for (json, binary, needle) in cases {
+            let err = decode(json, binary).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "{json}: {err:?} does not mention {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_in_json_and_binary() {
+        let a = NamedTensor::new(
+            "a",
+            Tensor::new(vec![1, 2], TensorData::F32(vec![0.5, 2.0])).unwrap(),
+        );
+        let s = NamedTensor::new(
+            "s",
+            Tensor::new(vec![1], TensorData::String(vec![b"hi".to_vec()])).unwrap(),
+        );
+        let (json, binary) = encode_infer(
+            "m",
+            3,
+            Some("7"),
+            &[
+                ResponseOutput {
+                    output: &a,
+                    binary: false,
+                },
+                ResponseOutput {
+                    output: &s,
+                    binary: true,
+                },
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"model_name":"m","model_version":"3","id":"7","outputs":[{"name":"a","datatype":"FP32","shape":[1,2],"data":[0.5,2.0]},{"name":"s","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":6}}]}"#
+        );
+        assert_eq!(binary, [2, 0, 0, 0, b'h', b'i']);
+    }
+}

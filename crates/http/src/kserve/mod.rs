@@ -1,0 +1,283 @@
+//! KServe V2 / Open Inference Protocol over HTTP, with Triton's binary tensor data and model
+//! configuration extensions: `/v2/health/*`, `/v2`, `/v2/models/NAME[/versions/V][/ready|/config|/infer]`.
+
+pub mod codec;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use quiver_core::{LoadedVersion, NamedTensor, TensorSpec, VersionSelector, VersionState};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, body_error};
+use codec::{ResponseOutput, decode_infer, encode_infer};
+
+/// Triton's header giving the length of the JSON part of a body with binary data.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Extensions this server implements, as `GET /v2` lists them.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+
+/// The KServe V2 routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_version),
+        )
+        .route("/v2/models/{name}/config", get(model_config))
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(model_config_version),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_version),
+        )
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "quiver",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": EXTENSIONS,
+    }))
+    .into_response()
+}
+
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Ready once the repository has been loaded, which happens before the listener opens.
+async fn ready() -> StatusCode {
+    StatusCode::OK
+}
+
+fn parse_version(text: &str) -> Result<VersionSelector, ApiError> {
+    match text.parse::<u64>() {
+        Ok(v) if v > 0 => Ok(VersionSelector::Specific(v)),
+        _ => Err(ApiError::bad_request(format!(
+            "version '{text}' is not a positive integer"
+        ))),
+    }
+}
+
+fn resolve(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<LoadedVersion>, ApiError> {
+    let selector = match version {
+        None => VersionSelector::Latest,
+        Some(text) => parse_version(text)?,
+    };
+    Ok(state.models.get(name, &selector)?)
+}
+
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    metadata(&state, &name, None)
+}
+
+async fn model_metadata_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    metadata(&state, &name, Some(&version))
+}
+
+fn tensor_metadata(spec: &TensorSpec) -> Value {
+    json!({ "name": spec.name, "datatype": spec.dtype.kserve_name(), "shape": spec.shape })
+}
+
+fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
+    let loaded = resolve(state, name, version)?;
+    let versions: Vec<String> = state
+        .models
+        .status(name, None)?
+        .iter()
+        .filter(|v| v.state == VersionState::Available)
+        .map(|v| v.version.to_string())
+        .collect();
+    let signature = loaded.signature();
+    Ok(axum::Json(json!({
+        "name": loaded.name(),
+        "versions": versions,
+        "platform": loaded.platform(),
+        "inputs": signature.inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+        "outputs": signature.outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    resolve(&state, &name, None).map(|_| StatusCode::OK)
+}
+
+async fn model_ready_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    resolve(&state, &name, Some(&version)).map(|_| StatusCode::OK)
+}
+
+async fn model_config(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let loaded = resolve(&state, &name, None)?;
+    Ok(axum::Json(config_json(&loaded)).into_response())
+}
+
+async fn model_config_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let loaded = resolve(&state, &name, Some(&version))?;
+    Ok(axum::Json(config_json(&loaded)).into_response())
+}
+
+/// The model's configuration in Triton's JSON form (what `perf_analyzer` and Triton clients read).
+/// Without server-side batching, `max_batch_size` is 0 and dims include the batch dimension.
+pub fn config_json(loaded: &LoadedVersion) -> Value {
+    let tensor = |spec: &TensorSpec| json!({ "name": spec.name, "data_type": spec.dtype.triton_config_name(), "dims": spec.shape });
+    let signature = loaded.signature();
+    json!({
+        "name": loaded.name(),
+        "platform": loaded.platform(),
+        "backend": loaded.platform().split('_').next().unwrap_or_default(),
+        "max_batch_size": 0,
+        "input": signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
+        "output": signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
+        "version_policy": { "latest": { "num_versions": 1 } },
+        "instance_group": [{ "name": loaded.name(), "kind": "KIND_CPU", "count": 1 }],
+    })
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let loaded = resolve(&state, &name, None)?;
+    run_infer(&loaded, &headers, &body.map_err(body_error)?).await
+}
+
+async fn infer_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let loaded = resolve(&state, &name, Some(&version))?;
+    run_infer(&loaded, &headers, &body.map_err(body_error)?).await
+}
+
+/// Splits a body into its JSON header and binary data by `Inference-Header-Content-Length`.
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+    let Some(value) = headers.get(HEADER_LENGTH) else {
+        return Ok((body, &[]));
+    };
+    let length = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("Inference-Header-Content-Length must be a non-negative integer")
+        })?;
+    if length > body.len() {
+        return Err(ApiError::bad_request(format!(
+            "Inference-Header-Content-Length is {length} but the body has only {} bytes",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(length))
+}
+
+async fn run_infer(
+    loaded: &LoadedVersion,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (json, binary) = split_body(headers, body)?;
+    let request = decode_infer(json, binary)?;
+    let outputs = loaded.infer(request.inputs).await?;
+    let selected = select_outputs(&outputs, &request.outputs, request.binary_output)?;
+    let (mut json, binary) = encode_infer(
+        loaded.name(),
+        loaded.version(),
+        request.id.as_deref(),
+        &selected,
+    );
+    if binary.is_empty() && selected.iter().all(|o| !o.binary) {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
+    }
+    let json_len = json.len();
+    json.extend_from_slice(&binary);
+    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], json).into_response();
+    response
+        .headers_mut()
+        .insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    Ok(response)
+}
+
+/// The outputs a request asked for, in its order (all, in the model's order, when it named none).
+pub fn select_outputs<'a>(
+    outputs: &'a [NamedTensor],
+    requested: &[codec::RequestedOutput],
+    binary_default: bool,
+) -> Result<Vec<ResponseOutput<'a>>, ApiError> {
+    if requested.is_empty() {
+        return Ok(outputs
+            .iter()
+            .map(|output| ResponseOutput {
+                output,
+                binary: binary_default,
+            })
+            .collect());
+    }
+    requested
+        .iter()
+        .map(|want| {
+            let output = outputs
+                .iter()
+                .find(|o| o.name == want.name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+                    ApiError::bad_request(format!(
+                        "unknown output '{}'; the model's outputs are '{}'",
+                        want.name,
+                        names.join("', '")
+                    ))
+                })?;
+            Ok(ResponseOutput {
+                output,
+                binary: want.binary.unwrap_or(binary_default),
+            })
+        })
+        .collect()
+}
