@@ -17,10 +17,26 @@ step "cargo test"
 cargo test --workspace --locked
 
 step "Python end-to-end tests"
-venv=target/venv
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+# Makes (once) and fills a virtualenv under target/: venv DIR REQUIREMENTS [NO-DEPS REQUIREMENTS]
+venv() {
+    local dir=$1
+    if [ ! -x "$dir/bin/python" ]; then
+        python3 -m venv "$dir"
+    fi
+    local pip=("$dir/bin/python" -m pip install --quiet --disable-pip-version-check)
+    "${pip[@]}" -r "$2"
+    if [ -n "${3:-}" ]; then
+        "${pip[@]}" --no-deps -r "$3"
+    fi
+}
+venv target/venv tests/e2e/requirements.txt
+venv target/venv-tfserving tests/e2e/tfserving/requirements.txt tests/e2e/tfserving/requirements-nodeps.txt
+# The error-code modules the TF Serving API stubs import, which no light wheel ships.
+site_packages=$(target/venv-tfserving/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+target/venv-tfserving/bin/python -m grpc_tools.protoc -I tests/e2e/protos --python_out="$site_packages" \
+    tests/e2e/protos/xla/tsl/protobuf/error_codes.proto tests/e2e/protos/tensorflow/core/protobuf/error_codes.proto
+
 # The binary `cargo test` just built: no second (release) compile.
-QUIVER_BIN="$PWD/target/debug/quiver" "$venv/bin/python" -m pytest -q tests/e2e "$@"
+export QUIVER_BIN="$PWD/target/debug/quiver"
+target/venv/bin/python -m pytest -q tests/e2e --ignore=tests/e2e/tfserving "$@"
+target/venv-tfserving/bin/python -m pytest -q tests/e2e/tfserving "$@"

@@ -12,7 +12,8 @@ import threading
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-READY = "REST API listening on http://"
+REST_READY = "REST API listening on http://"
+GRPC_READY = "gRPC API listening on "
 
 
 class Server:
@@ -20,26 +21,30 @@ class Server:
         binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
         if not os.path.exists(binary):
             pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
-        command = [binary, "serve", "--host", "127.0.0.1", "--rest-port", "0",
+        command = [binary, "serve", "--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0",
                    "--model-repository", str(repository), *args]
         env = dict(os.environ, NO_COLOR="1")
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         text=True, env=env)
         self.log = []
         ready = threading.Event()
-        self.url = None
+        self.url = None  # http://HOST:PORT of the REST API
+        self.grpc = None  # HOST:PORT of the gRPC services
 
         def pump():
             for line in self.process.stderr:
                 self.log.append(line)
-                if self.url is None and READY in line:
-                    self.url = "http://" + line.split(READY, 1)[1].strip()
+                if self.url is None and REST_READY in line:
+                    self.url = "http://" + line.split(REST_READY, 1)[1].strip()
+                if self.grpc is None and GRPC_READY in line:
+                    self.grpc = line.split(GRPC_READY, 1)[1].strip()
+                if self.url and self.grpc:
                     ready.set()
             ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
         ready.wait(timeout=120)
-        if self.url is None:
+        if self.url is None or self.grpc is None:
             self.stop()
             pytest.fail("the server did not start:\n" + "".join(self.log))
 
@@ -57,6 +62,14 @@ class Server:
 def examples_server():
     """The server on the example repository, as the README runs it."""
     server = Server(ROOT / "examples" / "models")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fixtures_server():
+    """The server on the tiny fixture models (exact answers)."""
+    server = Server(ROOT / "crates" / "test-support" / "fixtures" / "models")
     yield server
     server.stop()
 

@@ -7,6 +7,8 @@
 mod dtype;
 mod tensor;
 
+pub mod raw;
+
 pub use dtype::DataType;
 pub use half::f16;
 pub use tensor::{Tensor, TensorData, element_count};

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Quiver: a fast model server for ONNX models, speaking TensorFlow Serving's REST API.
+/// Quiver: a fast model server for ONNX models, speaking the TensorFlow Serving and KServe V2
+/// protocols over REST and gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "quiver", version, about)]
 pub struct Cli {
@@ -34,6 +35,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub http: HttpConfig,
 
+    /// gRPC listener settings.
+    #[command(flatten)]
+    pub grpc: GrpcConfig,
+
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineConfig,
@@ -57,6 +62,19 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "QUIVER_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+}
+
+/// Where and how the gRPC services (KServe V2, TF Serving, health) listen.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcConfig {
+    /// Port of every gRPC service (0 picks a free port).
+    #[arg(long, env = "QUIVER_GRPC_PORT", default_value_t = 8500)]
+    pub grpc_port: u16,
+
+    /// Largest gRPC message accepted or sent, in bytes (gRPC's usual 4 MiB is too small for
+    /// images and embeddings); a larger one gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUIVER_GRPC_MAX_MESSAGE_BYTES", default_value_t = 1 << 30)]
+    pub grpc_max_message_bytes: usize,
 }
 
 /// How models are run.
@@ -123,5 +141,6 @@ mod tests {
         assert_eq!(c.http.rest_port, 8501);
         assert_eq!(c.http.host.to_string(), "0.0.0.0");
         assert_eq!(c.http.max_body_bytes, 64 << 20);
+        assert_eq!(c.grpc.grpc_port, 8500);
     }
 }

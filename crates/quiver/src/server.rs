@@ -1,7 +1,7 @@
 //! Starting and stopping the server: load the repository, bind the listeners, serve until told
 //! to stop, then drain in-flight requests.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,38 +9,45 @@ use anyhow::Context as _;
 use quiver_core::{ManagerOptions, ModelManager};
 use quiver_engine_api::EngineOptions;
 use quiver_engine_tract::TractEngine;
+use quiver_grpc::GrpcOptions;
 use quiver_http::AppState;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::ServeConfig;
 
 /// A server that is up and answering.
 pub struct RunningServer {
-    /// Where the REST API listens.
+    /// Where the REST API (TF Serving REST, KServe V2 HTTP) listens.
     pub rest_addr: SocketAddr,
+    /// Where the gRPC services listen.
+    pub grpc_addr: SocketAddr,
     /// The models being served.
     pub models: Arc<ModelManager>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    stop: watch::Sender<bool>,
+    rest: JoinHandle<std::io::Result<()>>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl RunningServer {
     /// Stops accepting connections, finishes in-flight requests, and waits for the end.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.context("the server task failed")??;
-        Ok(())
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
     }
 
-    /// Waits until the server stops by itself (it doesn't, unless its shutdown signal fires).
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        (&mut self.task).await.context("the server task failed")??;
+    /// Waits until both listeners have stopped (after the shutdown signal fired).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.rest.await.context("the REST server task failed")??;
+        self.grpc.await.context("the gRPC server task failed")??;
         Ok(())
     }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stop| stop).await;
 }
 
 /// Loads the repository and starts listening; returns once requests are being served.
@@ -79,23 +86,48 @@ pub async fn start(
         models: Arc::clone(&models),
         max_body_bytes: config.http.max_body_bytes,
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    _ = stopped => {}
-                }
-                tracing::info!("shutting down: finishing in-flight requests");
-            })
-            .await
+    let grpc_listener = TcpListener::bind((config.http.host, config.grpc.grpc_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} (--host, --grpc-port)",
+                config.http.host, config.grpc.grpc_port
+            )
+        })?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    // One stop signal for both listeners: the caller's `shutdown` future or `shutdown()`.
+    let (stop, stop_rx) = watch::channel(false);
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = signal.closed() => return,
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = signal.send(true);
     });
+    let rest = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let grpc = tokio::spawn(quiver_grpc::serve(
+        grpc_listener,
+        Arc::clone(&models),
+        GrpcOptions {
+            max_message_bytes: config.grpc.grpc_max_message_bytes,
+        },
+        stopped(stop_rx),
+    ));
+    tracing::info!("gRPC API listening on {grpc_addr}");
     Ok(RunningServer {
         rest_addr,
+        grpc_addr,
         models,
-        stop: Some(stop),
-        task,
+        stop,
+        rest,
+        grpc,
     })
 }
 

@@ -16,6 +16,7 @@ async fn serve(
     let mut config = ServeConfig::new(repository);
     config.http.host = "127.0.0.1".parse().unwrap();
     config.http.rest_port = 0;
+    config.grpc.grpc_port = 0;
     tweak(&mut config);
     start(&config, std::future::pending()).await.unwrap()
 }

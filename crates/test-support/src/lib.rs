@@ -105,13 +105,17 @@ pub struct ServerProcess {
     child: Child,
     /// Where its REST API listens.
     pub rest_addr: SocketAddr,
+    /// Where its gRPC services listen.
+    pub grpc_addr: SocketAddr,
     log: Arc<Mutex<String>>,
 }
 
-const READY_LINE: &str = "REST API listening on http://";
+const REST_LINE: &str = "REST API listening on http://";
+const GRPC_LINE: &str = "gRPC API listening on ";
 
 impl ServerProcess {
-    /// Starts `bin serve --host 127.0.0.1 --rest-port 0 ARGS…` and waits until it listens.
+    /// Starts `bin serve --host 127.0.0.1 --rest-port 0 --grpc-port 0 ARGS…` and waits until
+    /// both listeners are up.
     pub fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
         Self::start_with_env(bin, args, &[])
     }
@@ -119,7 +123,15 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], with extra environment variables for the server.
     pub fn start_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
-            .args(["serve", "--host", "127.0.0.1", "--rest-port", "0"])
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--rest-port",
+                "0",
+                "--grpc-port",
+                "0",
+            ])
             .args(args)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")
@@ -133,13 +145,12 @@ impl ServerProcess {
         let (ready_tx, ready_rx) = mpsc::channel();
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
-            let mut ready = Some(ready_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(pos) = line.find(READY_LINE)
-                    && let Some(tx) = ready.take()
-                {
-                    let addr = line[pos + READY_LINE.len()..].trim().to_owned();
-                    let _ = tx.send(addr);
+                for (which, marker) in [(0, REST_LINE), (1, GRPC_LINE)] {
+                    if let Some(pos) = line.find(marker) {
+                        let addr = line[pos + marker.len()..].trim().to_owned();
+                        let _ = ready_tx.send((which, addr));
+                    }
                 }
                 if let Ok(mut log) = sink.lock() {
                     log.push_str(&line);
@@ -147,22 +158,29 @@ impl ServerProcess {
                 }
             }
         });
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => addr,
-            Err(_) => {
+        let mut addrs: [Option<SocketAddr>; 2] = [None, None];
+        while addrs.iter().any(Option::is_none) {
+            let Ok((which, addr)) = ready_rx.recv_timeout(Duration::from_secs(120)) else {
                 let _ = child.kill();
                 bail!(
                     "the server did not start listening; its log:\n{}",
                     log.lock().map(|l| l.clone()).unwrap_or_default()
                 );
+            };
+            let parsed = addr
+                .parse()
+                .with_context(|| format!("parsing address {addr:?}"))?;
+            if let Some(slot) = addrs.get_mut(which) {
+                *slot = Some(parsed);
             }
+        }
+        let [Some(rest_addr), Some(grpc_addr)] = addrs else {
+            bail!("the server did not report both listening addresses");
         };
-        let rest_addr = addr
-            .parse()
-            .with_context(|| format!("parsing address {addr:?}"))?;
         Ok(Self {
             child,
             rest_addr,
+            grpc_addr,
             log,
         })
     }

@@ -3,7 +3,7 @@
 //! a 4-byte little-endian length).
 
 use quiver_core::NamedTensor;
-use quiver_engine_api::{DataType, Tensor, TensorData, element_count, f16};
+use quiver_engine_api::{DataType, Tensor, element_count, raw};
 
 use crate::json::number;
 use crate::json::reader::{JsonReader, Next};
@@ -288,116 +288,12 @@ fn decode_input(input: PendingInput<'_>, binary: &mut &[u8]) -> Result<NamedTens
             }
             let (bytes, rest) = binary.split_at(size);
             *binary = rest;
-            let data = decode_binary(dtype, bytes, count)
+            let data = raw::decode(dtype, bytes, count)
                 .map_err(|m| invalid(format!("input '{name}': {m}")))?;
             Tensor::new(shape, data).map_err(|m| invalid(format!("input '{name}': {m}")))?
         }
     };
     Ok(NamedTensor::new(name, tensor))
-}
-
-/// Binary elements of `dtype`: exactly `count` of them must fill `bytes`.
-fn decode_binary(dtype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
-    if let Some(size) = dtype.size_of() {
-        let want = count.checked_mul(size).ok_or("the shape is too large")?;
-        if bytes.len() != want {
-            return Err(format!(
-                "binary_data_size is {} bytes, but the shape needs {count} {dtype} elements = {want} bytes",
-                bytes.len()
-            ));
-        }
-    }
-    macro_rules! le {
-        ($variant:ident, $t:ty) => {
-            TensorData::$variant(
-                bytes
-                    .chunks_exact(size_of::<$t>())
-                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
-                    .collect(),
-            )
-        };
-    }
-    Ok(match dtype {
-        DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        DataType::U8 => TensorData::U8(bytes.to_vec()),
-        DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
-        DataType::U16 => le!(U16, u16),
-        DataType::U32 => le!(U32, u32),
-        DataType::U64 => le!(U64, u64),
-        DataType::I16 => le!(I16, i16),
-        DataType::I32 => le!(I32, i32),
-        DataType::I64 => le!(I64, i64),
-        DataType::F32 => le!(F32, f32),
-        DataType::F64 => le!(F64, f64),
-        DataType::F16 => TensorData::F16(
-            bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                .collect(),
-        ),
-        DataType::String => TensorData::String(decode_bytes_elements(bytes, count)?),
-    })
-}
-
-/// BYTES elements, each a 4-byte little-endian length and that many bytes.
-fn decode_bytes_elements(mut bytes: &[u8], count: usize) -> Result<Vec<Vec<u8>>, String> {
-    // Every element takes at least 4 bytes: the capacity is bounded by what was sent.
-    let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
-    while !bytes.is_empty() {
-        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
-            return Err("BYTES data ends inside an element's 4-byte length".into());
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > rest.len() {
-            return Err(format!(
-                "a BYTES element claims {len} bytes but only {} remain",
-                rest.len()
-            ));
-        }
-        let (element, rest) = rest.split_at(len);
-        out.push(element.to_vec());
-        bytes = rest;
-    }
-    if out.len() != count {
-        return Err(format!(
-            "the binary data holds {} BYTES elements, the shape needs {count}",
-            out.len()
-        ));
-    }
-    Ok(out)
-}
-
-/// Binary form of a tensor's elements.
-pub fn encode_binary(data: &TensorData, out: &mut Vec<u8>) {
-    macro_rules! le {
-        ($v:expr) => {
-            for x in $v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        };
-    }
-    match data {
-        TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
-        TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
-        TensorData::U16(v) => le!(v),
-        TensorData::U32(v) => le!(v),
-        TensorData::U64(v) => le!(v),
-        TensorData::I16(v) => le!(v),
-        TensorData::I32(v) => le!(v),
-        TensorData::I64(v) => le!(v),
-        TensorData::F16(v) => le!(v),
-        TensorData::F32(v) => le!(v),
-        TensorData::F64(v) => le!(v),
-        TensorData::String(v) => {
-            for element in v {
-                // Elements over 4 GiB cannot be framed; no model output comes near that.
-                let len = u32::try_from(element.len()).unwrap_or(u32::MAX);
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(element);
-            }
-        }
-    }
 }
 
 /// An output to answer with, and whether as binary data.
@@ -453,7 +349,7 @@ pub fn encode_infer(
         json.push(b']');
         if o.binary {
             let start = binary.len();
-            encode_binary(tensor.data(), &mut binary);
+            raw::encode(tensor.data(), &mut binary);
             json.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
             writer::int(&mut json, binary.len() - start);
             json.push(b'}');
@@ -468,8 +364,10 @@ pub fn encode_infer(
 }
 
 #[cfg(test)]
+#[allow(clippy::wildcard_enum_match_arm)] // tests may match loosely
 mod tests {
     use super::*;
+    use quiver_engine_api::TensorData;
 
     fn decode(json: &str, binary: &[u8]) -> Result<InferRequest, String> {
         decode_infer(json.as_bytes(), binary).map_err(|e| e.to_string())
@@ -597,7 +495,7 @@ mod tests {
             (
                 r#"{"inputs": [{"name": "x", "shape": [1000000000], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#,
                 &[0; 4],
-                "needs 1000000000",
+                "= 4000000000 bytes",
             ),
             (
                 r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#,

@@ -1,0 +1,405 @@
+//! KServe V2's `inference.GRPCInferenceService`: the same core calls as the HTTP front end,
+//! with typed `contents` or `raw_input_contents` / `raw_output_contents`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use quiver_core::{
+    LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
+};
+use quiver_engine_api::{DataType, Tensor, TensorData, element_count, raw};
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::inference::grpc_inference_service_server::GrpcInferenceService;
+use crate::inference::model_infer_request::InferInputTensor;
+use crate::inference::model_infer_response::InferOutputTensor;
+use crate::inference::model_metadata_response::TensorMetadata;
+use crate::inference::{
+    self as pb, InferTensorContents, ModelConfigRequest, ModelConfigResponse, ModelInferRequest,
+    ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
+    ModelReadyResponse, ModelStreamInferResponse, ServerLiveRequest, ServerLiveResponse,
+    ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
+};
+use crate::status::{invalid, status};
+
+/// Extensions this server implements, as ServerMetadata lists them.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+
+/// Largest rank a request may declare.
+const MAX_RANK: usize = 64;
+
+/// The KServe V2 gRPC service.
+#[derive(Clone)]
+pub struct InferenceService {
+    models: Arc<ModelManager>,
+}
+
+impl InferenceService {
+    /// A service over `models`.
+    pub fn new(models: Arc<ModelManager>) -> Self {
+        Self { models }
+    }
+
+    fn resolve(&self, name: &str, version: &str) -> Result<Arc<LoadedVersion>, Status> {
+        let selector = parse_version(version)?;
+        self.models.get(name, &selector).map_err(status)
+    }
+
+    async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+        let loaded = self.resolve(&request.model_name, &request.model_version)?;
+        let inputs = decode_inputs(request.inputs, request.raw_input_contents)?;
+        let outputs = loaded.infer(inputs).await.map_err(status)?;
+        let selected = select_outputs(&outputs, &request.outputs)?;
+        let mut response = ModelInferResponse {
+            model_name: loaded.name().to_owned(),
+            model_version: loaded.version().to_string(),
+            id: request.id,
+            ..ModelInferResponse::default()
+        };
+        for output in selected {
+            let tensor = &output.tensor;
+            response.outputs.push(InferOutputTensor {
+                name: output.name.clone(),
+                datatype: tensor.dtype().kserve_name().to_owned(),
+                shape: tensor
+                    .shape()
+                    .iter()
+                    .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                    .collect(),
+                ..InferOutputTensor::default()
+            });
+            let mut bytes = Vec::new();
+            raw::encode(tensor.data(), &mut bytes);
+            response.raw_output_contents.push(bytes);
+        }
+        Ok(response)
+    }
+}
+
+fn parse_version(text: &str) -> Result<VersionSelector, Status> {
+    if text.is_empty() {
+        return Ok(VersionSelector::Latest);
+    }
+    match text.parse::<u64>() {
+        Ok(v) if v > 0 => Ok(VersionSelector::Specific(v)),
+        _ => Err(invalid(format!(
+            "version '{text}' is not a positive integer"
+        ))),
+    }
+}
+
+fn shape_of(name: &str, dims: &[i64]) -> Result<Vec<usize>, Status> {
+    if dims.len() > MAX_RANK {
+        return Err(invalid(format!(
+            "input '{name}': a shape may have at most {MAX_RANK} dimensions"
+        )));
+    }
+    dims.iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| {
+                invalid(format!(
+                    "input '{name}': shape dimensions must be non-negative, got {d}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn decode_inputs(
+    inputs: Vec<InferInputTensor>,
+    raw_contents: Vec<Vec<u8>>,
+) -> Result<Vec<NamedTensor>, Status> {
+    if inputs.is_empty() {
+        return Err(invalid("the request has no inputs"));
+    }
+    if !raw_contents.is_empty() && raw_contents.len() != inputs.len() {
+        return Err(invalid(format!(
+            "raw_input_contents has {} entries for {} inputs; give one per input or none",
+            raw_contents.len(),
+            inputs.len()
+        )));
+    }
+    let mut raw_contents = raw_contents.into_iter();
+    inputs
+        .into_iter()
+        .map(|input| {
+            let name = input.name;
+            let dtype = DataType::from_kserve_name(&input.datatype).ok_or_else(|| {
+                invalid(format!(
+                    "input '{name}': unsupported datatype '{}'",
+                    input.datatype
+                ))
+            })?;
+            let shape = shape_of(&name, &input.shape)?;
+            let count = element_count(&shape).ok_or_else(|| {
+                invalid(format!(
+                    "input '{name}': shape {shape:?} has too many elements"
+                ))
+            })?;
+            let data = match raw_contents.next() {
+                Some(bytes) => {
+                    if input.contents.is_some() {
+                        return Err(invalid(format!(
+                            "input '{name}' has both contents and raw_input_contents; give one"
+                        )));
+                    }
+                    raw::decode(dtype, &bytes, count)
+                        .map_err(|m| invalid(format!("input '{name}': {m}")))?
+                }
+                None => {
+                    let contents = input
+                        .contents
+                        .ok_or_else(|| invalid(format!("input '{name}' has no contents")))?;
+                    from_contents(dtype, contents)
+                        .map_err(|m| invalid(format!("input '{name}': {m}")))?
+                }
+            };
+            let tensor =
+                Tensor::new(shape, data).map_err(|m| invalid(format!("input '{name}': {m}")))?;
+            Ok(NamedTensor::new(name, tensor))
+        })
+        .collect()
+}
+
+/// The typed contents field that carries `dtype`, narrowed where the field is wider.
+fn from_contents(dtype: DataType, c: InferTensorContents) -> Result<TensorData, String> {
+    fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
+        values: Vec<W>,
+        dtype: DataType,
+    ) -> Result<Vec<N>, String> {
+        values
+            .into_iter()
+            .map(|v| N::try_from(v).map_err(|_| format!("{v} is out of range for {dtype}")))
+            .collect()
+    }
+    Ok(match dtype {
+        DataType::Bool => TensorData::Bool(c.bool_contents),
+        DataType::I8 => TensorData::I8(narrow(c.int_contents, dtype)?),
+        DataType::I16 => TensorData::I16(narrow(c.int_contents, dtype)?),
+        DataType::I32 => TensorData::I32(c.int_contents),
+        DataType::I64 => TensorData::I64(c.int64_contents),
+        DataType::U8 => TensorData::U8(narrow(c.uint_contents, dtype)?),
+        DataType::U16 => TensorData::U16(narrow(c.uint_contents, dtype)?),
+        DataType::U32 => TensorData::U32(c.uint_contents),
+        DataType::U64 => TensorData::U64(c.uint64_contents),
+        DataType::F16 => {
+            return Err("FP16 has no typed contents field; send it in raw_input_contents".into());
+        }
+        DataType::F32 => TensorData::F32(c.fp32_contents),
+        DataType::F64 => TensorData::F64(c.fp64_contents),
+        DataType::String => TensorData::String(c.bytes_contents),
+    })
+}
+
+fn select_outputs<'a>(
+    outputs: &'a [NamedTensor],
+    requested: &[pb::model_infer_request::InferRequestedOutputTensor],
+) -> Result<Vec<&'a NamedTensor>, Status> {
+    if requested.is_empty() {
+        return Ok(outputs.iter().collect());
+    }
+    requested
+        .iter()
+        .map(|want| {
+            outputs.iter().find(|o| o.name == want.name).ok_or_else(|| {
+                let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+                invalid(format!(
+                    "unknown output '{}'; the model's outputs are '{}'",
+                    want.name,
+                    names.join("', '")
+                ))
+            })
+        })
+        .collect()
+}
+
+fn tensor_metadata(spec: &TensorSpec) -> TensorMetadata {
+    TensorMetadata {
+        name: spec.name.clone(),
+        datatype: spec.dtype.kserve_name().to_owned(),
+        shape: spec.shape.clone(),
+    }
+}
+
+fn config_type(dtype: DataType) -> pb::DataType {
+    pb::DataType::from_str_name(dtype.triton_config_name()).unwrap_or(pb::DataType::TypeInvalid)
+}
+
+/// The model's configuration in Triton's form; as over HTTP, no server-side batching yet.
+fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
+    let signature = loaded.signature();
+    pb::ModelConfig {
+        name: loaded.name().to_owned(),
+        platform: loaded.platform().to_owned(),
+        backend: loaded
+            .platform()
+            .split('_')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        version_policy: Some(pb::ModelVersionPolicy {
+            policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(
+                pb::model_version_policy::Latest { num_versions: 1 },
+            )),
+        }),
+        max_batch_size: 0,
+        input: signature
+            .inputs
+            .iter()
+            .map(|s| pb::ModelInput {
+                name: s.name.clone(),
+                data_type: config_type(s.dtype).into(),
+                dims: s.shape.clone(),
+                optional: false,
+            })
+            .collect(),
+        output: signature
+            .outputs
+            .iter()
+            .map(|s| pb::ModelOutput {
+                name: s.name.clone(),
+                data_type: config_type(s.dtype).into(),
+                dims: s.shape.clone(),
+                label_filename: String::new(),
+            })
+            .collect(),
+        instance_group: vec![pb::ModelInstanceGroup {
+            name: loaded.name().to_owned(),
+            count: 1,
+            kind: pb::model_instance_group::Kind::Cpu.into(),
+        }],
+        ..pb::ModelConfig::default()
+    }
+}
+
+type InferStream =
+    Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    /// Ready once the repository has been loaded, which happens before the listener opens.
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let selector = parse_version(&request.version)?;
+        let ready = self.models.get(&request.name, &selector).is_ok();
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "quiver".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|&e| e.to_owned()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let loaded = self.resolve(&request.name, &request.version)?;
+        let versions = self
+            .models
+            .status(&request.name, None)
+            .map_err(status)?
+            .iter()
+            .filter(|v| v.state == VersionState::Available)
+            .map(|v| v.version.to_string())
+            .collect();
+        let signature = loaded.signature();
+        Ok(Response::new(ModelMetadataResponse {
+            name: loaded.name().to_owned(),
+            versions,
+            platform: loaded.platform().to_owned(),
+            inputs: signature.inputs.iter().map(tensor_metadata).collect(),
+            outputs: signature.outputs.iter().map(tensor_metadata).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        self.infer(request.into_inner()).await.map(Response::new)
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    /// Answers each request of the stream in order; a failed request answers with its error
+    /// message and the stream goes on, as Triton does.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let mut inbound = request.into_inner();
+        let service = self.clone();
+        let outbound = async_stream_from(move |tx| async move {
+            while let Some(next) = inbound.next().await {
+                let answer = match next {
+                    Ok(request) => match service.infer(request).await {
+                        Ok(response) => ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(response),
+                        },
+                        Err(e) => ModelStreamInferResponse {
+                            error_message: e.message().to_owned(),
+                            infer_response: None,
+                        },
+                    },
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                };
+                if tx.send(Ok(answer)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(outbound))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let request = request.into_inner();
+        let loaded = self.resolve(&request.name, &request.version)?;
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(model_config(&loaded)),
+        }))
+    }
+}
+
+/// A response stream fed by a task: `produce` gets the sending half of a small channel.
+fn async_stream_from<F, Fut>(produce: F) -> InferStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<ModelStreamInferResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,95 @@
+//! Quiver's gRPC front ends, all on one listener: KServe V2's `inference.GRPCInferenceService`,
+//! TF Serving's `PredictionService` and `ModelService`, and `grpc.health.v1.Health`. Services
+//! only convert between protobuf and the core's types.
+
+pub mod kserve;
+pub mod status;
+pub mod tfserving;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use quiver_core::ModelManager;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Generated KServe V2 messages and services (package `inference`).
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm
+)]
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
+/// Generated TensorFlow messages (package `tensorflow`).
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm
+)]
+pub mod tensorflow {
+    tonic::include_proto!("tensorflow");
+
+    /// Generated TF Serving messages and services (package `tensorflow.serving`).
+    pub mod serving {
+        tonic::include_proto!("tensorflow.serving");
+    }
+}
+
+/// gRPC listener settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcOptions {
+    /// Largest message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Serves every gRPC service on `listener` until `shutdown` resolves, then finishes the calls
+/// in flight.
+pub async fn serve(
+    listener: TcpListener,
+    models: Arc<ModelManager>,
+    options: GrpcOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let limit = options.max_message_bytes;
+    let inference = inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(
+        kserve::InferenceService::new(Arc::clone(&models)),
+    )
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let tf = tfserving::TfServing::new(models);
+    let prediction =
+        tensorflow::serving::prediction_service_server::PredictionServiceServer::new(tf.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+    let model_service = tensorflow::serving::model_service_server::ModelServiceServer::new(tf)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<inference::grpc_inference_service_server::GrpcInferenceServiceServer<
+            kserve::InferenceService,
+        >>()
+        .await;
+    health_reporter
+        .set_serving::<tensorflow::serving::prediction_service_server::PredictionServiceServer<
+            tfserving::TfServing,
+        >>()
+        .await;
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(move |response| {
+            status::repair(response, limit)
+        }))
+        .add_service(health)
+        .add_service(inference)
+        .add_service(prediction)
+        .add_service(model_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,370 @@
+//! TensorFlow Serving's gRPC API: `PredictionService` (Predict, GetModelMetadata) and
+//! `ModelService` (GetModelStatus), over the same core calls as the REST API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prost::Message as _;
+use quiver_core::{
+    LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
+};
+use quiver_engine_api::{DataType, Tensor, TensorData, element_count, f16, raw};
+use tonic::{Request, Response, Status};
+
+use crate::status::{invalid, status};
+use crate::tensorflow::serving::model_service_server::ModelService;
+use crate::tensorflow::serving::model_spec::VersionChoice;
+use crate::tensorflow::serving::model_version_status::State;
+use crate::tensorflow::serving::prediction_service_server::PredictionService;
+use crate::tensorflow::serving::{
+    GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
+    GetModelStatusResponse, ModelSpec, ModelVersionStatus, PredictRequest, PredictResponse,
+    SignatureDefMap, StatusProto,
+};
+use crate::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
+
+/// TF Serving's one signature name for models without named signatures.
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+
+/// Largest rank a request may declare.
+const MAX_RANK: usize = 64;
+
+/// TF Serving's gRPC services.
+#[derive(Clone)]
+pub struct TfServing {
+    models: Arc<ModelManager>,
+}
+
+impl TfServing {
+    /// The services over `models`.
+    pub fn new(models: Arc<ModelManager>) -> Self {
+        Self { models }
+    }
+
+    fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<LoadedVersion>, Status> {
+        let spec = spec.ok_or_else(|| invalid("the request has no model_spec"))?;
+        if spec.name.is_empty() {
+            return Err(invalid("model_spec.name is empty"));
+        }
+        let selector = match &spec.version_choice {
+            None => VersionSelector::Latest,
+            Some(VersionChoice::Version(v)) => VersionSelector::Specific(
+                u64::try_from(*v)
+                    .map_err(|_| invalid(format!("version {v} is not a positive integer")))?,
+            ),
+            Some(VersionChoice::VersionLabel(label)) => {
+                return Err(invalid(format!(
+                    "unrecognized servable version label '{label}': model '{}' has no version labels",
+                    spec.name
+                )));
+            }
+        };
+        self.models.get(&spec.name, &selector).map_err(status)
+    }
+}
+
+fn check_signature(spec: Option<&ModelSpec>, model: &str) -> Result<(), Status> {
+    match spec.map(|s| s.signature_name.as_str()) {
+        None | Some("" | DEFAULT_SIGNATURE) => Ok(()),
+        Some(other) => Err(invalid(format!(
+            "signature '{other}' not found in model '{model}'; its only signature is '{DEFAULT_SIGNATURE}'"
+        ))),
+    }
+}
+
+fn answered_spec(loaded: &LoadedVersion, signature_name: &str) -> ModelSpec {
+    ModelSpec {
+        name: loaded.name().to_owned(),
+        version_choice: Some(VersionChoice::Version(
+            i64::try_from(loaded.version()).unwrap_or(i64::MAX),
+        )),
+        signature_name: signature_name.to_owned(),
+    }
+}
+
+/// TensorFlow's element type for each of ours.
+pub fn tf_dtype(dtype: DataType) -> tf::DataType {
+    match dtype {
+        DataType::Bool => tf::DataType::DtBool,
+        DataType::U8 => tf::DataType::DtUint8,
+        DataType::U16 => tf::DataType::DtUint16,
+        DataType::U32 => tf::DataType::DtUint32,
+        DataType::U64 => tf::DataType::DtUint64,
+        DataType::I8 => tf::DataType::DtInt8,
+        DataType::I16 => tf::DataType::DtInt16,
+        DataType::I32 => tf::DataType::DtInt32,
+        DataType::I64 => tf::DataType::DtInt64,
+        DataType::F16 => tf::DataType::DtHalf,
+        DataType::F32 => tf::DataType::DtFloat,
+        DataType::F64 => tf::DataType::DtDouble,
+        DataType::String => tf::DataType::DtString,
+    }
+}
+
+fn from_tf_dtype(code: i32) -> Option<DataType> {
+    DataType::ALL
+        .into_iter()
+        .find(|&d| tf_dtype(d) as i32 == code)
+}
+
+/// A request's TensorProto as a tensor: typed `*_val` fields or packed `tensor_content`.
+pub fn from_proto(name: &str, mut proto: TensorProto) -> Result<Tensor, Status> {
+    let err = |m: String| invalid(format!("input '{name}': {m}"));
+    let dtype = from_tf_dtype(proto.dtype).ok_or_else(|| {
+        let tf_name =
+            tf::DataType::try_from(proto.dtype).map_or("an unknown type", |d| d.as_str_name());
+        err(format!("unsupported dtype {tf_name} ({})", proto.dtype))
+    })?;
+    let shape_proto = proto.tensor_shape.take().unwrap_or_default();
+    if shape_proto.unknown_rank {
+        return Err(err("the tensor_shape has unknown rank".into()));
+    }
+    if shape_proto.dim.len() > MAX_RANK {
+        return Err(err(format!(
+            "a shape may have at most {MAX_RANK} dimensions"
+        )));
+    }
+    let shape = shape_proto
+        .dim
+        .iter()
+        .map(|d| {
+            usize::try_from(d.size).map_err(|_| {
+                err(format!(
+                    "dimension sizes must be non-negative, got {}",
+                    d.size
+                ))
+            })
+        })
+        .collect::<Result<Vec<usize>, Status>>()?;
+    let count = element_count(&shape)
+        .ok_or_else(|| err(format!("shape {shape:?} has too many elements")))?;
+    let data = if !proto.tensor_content.is_empty() && dtype != DataType::String {
+        raw::decode(dtype, &proto.tensor_content, count).map_err(err)?
+    } else {
+        typed_values(dtype, proto).map_err(err)?
+    };
+    Tensor::new(shape, data).map_err(err)
+}
+
+fn typed_values(dtype: DataType, p: TensorProto) -> Result<TensorData, String> {
+    fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
+        values: Vec<W>,
+        dtype: DataType,
+    ) -> Result<Vec<N>, String> {
+        values
+            .into_iter()
+            .map(|v| {
+                N::try_from(v).map_err(|_| format!("{v} is out of range for {}", dtype.tf_name()))
+            })
+            .collect()
+    }
+    Ok(match dtype {
+        DataType::Bool => TensorData::Bool(p.bool_val),
+        DataType::F32 => TensorData::F32(p.float_val),
+        DataType::F64 => TensorData::F64(p.double_val),
+        DataType::I32 => TensorData::I32(p.int_val),
+        DataType::I16 => TensorData::I16(narrow(p.int_val, dtype)?),
+        DataType::I8 => TensorData::I8(narrow(p.int_val, dtype)?),
+        DataType::U8 => TensorData::U8(narrow(p.int_val, dtype)?),
+        DataType::U16 => TensorData::U16(narrow(p.int_val, dtype)?),
+        DataType::I64 => TensorData::I64(p.int64_val),
+        DataType::U32 => TensorData::U32(p.uint32_val),
+        DataType::U64 => TensorData::U64(p.uint64_val),
+        DataType::String => TensorData::String(p.string_val),
+        DataType::F16 => TensorData::F16(
+            narrow::<i32, u16>(p.half_val, dtype)?
+                .into_iter()
+                .map(f16::from_bits)
+                .collect(),
+        ),
+    })
+}
+
+fn shape_proto(dims: impl Iterator<Item = i64>) -> TensorShapeProto {
+    TensorShapeProto {
+        dim: dims
+            .map(|size| Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    }
+}
+
+/// An output tensor as TF Serving answers it: packed `tensor_content`, strings in `string_val`.
+pub fn to_proto(tensor: &Tensor) -> TensorProto {
+    let mut proto = TensorProto {
+        dtype: tf_dtype(tensor.dtype()).into(),
+        tensor_shape: Some(shape_proto(
+            tensor
+                .shape()
+                .iter()
+                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX)),
+        )),
+        ..TensorProto::default()
+    };
+    if let TensorData::String(v) = tensor.data() {
+        proto.string_val.clone_from(v);
+    } else {
+        raw::encode(tensor.data(), &mut proto.tensor_content);
+    }
+    proto
+}
+
+fn tensor_info(spec: &TensorSpec) -> tf::TensorInfo {
+    tf::TensorInfo {
+        encoding: Some(tf::tensor_info::Encoding::Name(spec.name.clone())),
+        dtype: tf_dtype(spec.dtype).into(),
+        tensor_shape: Some(shape_proto(spec.shape.iter().copied())),
+    }
+}
+
+fn tf_state(state: VersionState) -> State {
+    match state {
+        VersionState::Start => State::Start,
+        VersionState::Loading => State::Loading,
+        VersionState::Available => State::Available,
+        VersionState::Unloading => State::Unloading,
+        VersionState::End | VersionState::Failed => State::End,
+    }
+}
+
+#[tonic::async_trait]
+impl PredictionService for TfServing {
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let request = request.into_inner();
+        let loaded = self.resolve(request.model_spec.as_ref())?;
+        check_signature(request.model_spec.as_ref(), loaded.name())?;
+        if request.inputs.is_empty() {
+            return Err(invalid("the request has no inputs"));
+        }
+        let inputs = request
+            .inputs
+            .into_iter()
+            .map(|(name, proto)| Ok(NamedTensor::new(name.clone(), from_proto(&name, proto)?)))
+            .collect::<Result<Vec<_>, Status>>()?;
+        for wanted in &request.output_filter {
+            if loaded.signature().output_index(wanted).is_none() {
+                return Err(invalid(format!(
+                    "output_filter names '{wanted}', which is not an output of model '{}'",
+                    loaded.name()
+                )));
+            }
+        }
+        let outputs = loaded.infer(inputs).await.map_err(status)?;
+        let outputs: HashMap<String, TensorProto> = outputs
+            .into_iter()
+            .filter(|o| request.output_filter.is_empty() || request.output_filter.contains(&o.name))
+            .map(|o| {
+                let proto = to_proto(&o.tensor);
+                (o.name, proto)
+            })
+            .collect();
+        Ok(Response::new(PredictResponse {
+            model_spec: Some(answered_spec(&loaded, DEFAULT_SIGNATURE)),
+            outputs,
+        }))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let loaded = self.resolve(request.model_spec.as_ref())?;
+        if request.metadata_field.is_empty() {
+            return Err(invalid(
+                "metadata_field is empty; ask for \"signature_def\"",
+            ));
+        }
+        if let Some(other) = request
+            .metadata_field
+            .iter()
+            .find(|f| *f != "signature_def")
+        {
+            return Err(invalid(format!(
+                "metadata field '{other}' is not supported; ask for \"signature_def\""
+            )));
+        }
+        let signature = loaded.signature();
+        let def = tf::SignatureDef {
+            inputs: signature
+                .inputs
+                .iter()
+                .map(|s| (s.name.clone(), tensor_info(s)))
+                .collect(),
+            outputs: signature
+                .outputs
+                .iter()
+                .map(|s| (s.name.clone(), tensor_info(s)))
+                .collect(),
+            method_name: "tensorflow/serving/predict".into(),
+            defaults: HashMap::new(),
+        };
+        let map = SignatureDefMap {
+            signature_def: HashMap::from([(DEFAULT_SIGNATURE.to_owned(), def)]),
+        };
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
+            value: map.encode_to_vec(),
+        };
+        Ok(Response::new(GetModelMetadataResponse {
+            model_spec: Some(answered_spec(&loaded, "")),
+            metadata: HashMap::from([("signature_def".to_owned(), any)]),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ModelService for TfServing {
+    async fn get_model_status(
+        &self,
+        request: Request<GetModelStatusRequest>,
+    ) -> Result<Response<GetModelStatusResponse>, Status> {
+        let request = request.into_inner();
+        let spec = request
+            .model_spec
+            .ok_or_else(|| invalid("the request has no model_spec"))?;
+        if spec.name.is_empty() {
+            return Err(invalid("model_spec.name is empty"));
+        }
+        let version = match spec.version_choice {
+            None => None,
+            Some(VersionChoice::Version(v)) => Some(
+                u64::try_from(v)
+                    .map_err(|_| invalid(format!("version {v} is not a positive integer")))?,
+            ),
+            Some(VersionChoice::VersionLabel(label)) => {
+                return Err(invalid(format!(
+                    "unrecognized servable version label '{label}': model '{}' has no version labels",
+                    spec.name
+                )));
+            }
+        };
+        let versions = self.models.status(&spec.name, version).map_err(status)?;
+        Ok(Response::new(GetModelStatusResponse {
+            model_version_status: versions
+                .into_iter()
+                .map(|v| ModelVersionStatus {
+                    version: i64::try_from(v.version).unwrap_or(i64::MAX),
+                    state: tf_state(v.state).into(),
+                    status: Some(match v.error {
+                        // tensorflow.error.Code: 0 OK, 2 UNKNOWN.
+                        None => StatusProto {
+                            error_code: 0,
+                            error_message: String::new(),
+                        },
+                        Some(message) => StatusProto {
+                            error_code: 2,
+                            error_message: message,
+                        },
+                    }),
+                })
+                .collect(),
+        }))
+    }
+}
