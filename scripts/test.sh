@@ -17,6 +17,14 @@ step "cargo test"
 cargo test --workspace --locked
 
 step "Python end-to-end tests"
+# perf_analyzer (from the tritonclient wheel) needs libb64 from Debian.
+if ! dpkg -s libb64-0d >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ]; then sudo_cmd=sudo; fi
+    $sudo_cmd apt-get install -y -q libb64-0d >/dev/null || {
+        $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q libb64-0d >/dev/null
+    }
+fi
 # Makes (once) and fills a virtualenv under target/: venv DIR REQUIREMENTS [NO-DEPS REQUIREMENTS]
 venv() {
     local dir=$1

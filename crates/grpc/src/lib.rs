@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use quiver_core::ModelManager;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// Generated KServe V2 messages and services (package `inference`).
 #[allow(
@@ -90,6 +90,7 @@ pub async fn serve(
         .add_service(inference)
         .add_service(prediction)
         .add_service(model_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Small request/response exchanges must not wait for Nagle's algorithm.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use quiver_core::{ManagerOptions, ModelManager};
 use quiver_engine_api::EngineOptions;
 use quiver_engine_tract::TractEngine;
@@ -106,6 +107,12 @@ pub async fn start(
         }
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = signal.send(true);
+    });
+    // Small request/response exchanges must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {error}");
+        }
     });
     let rest = tokio::spawn(
         axum::serve(listener, app)
