@@ -91,6 +91,9 @@ pub async fn serve(
         .add_service(prediction)
         .add_service(model_service)
         // Small request/response exchanges must not wait for Nagle's algorithm.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
