@@ -21,6 +21,7 @@ use crate::inference::{
     ModelReadyResponse, ModelStreamInferResponse, ServerLiveRequest, ServerLiveResponse,
     ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
 };
+use crate::narrow;
 use crate::status::{invalid, status};
 
 /// Extensions this server implements, as ServerMetadata lists them.
@@ -164,15 +165,6 @@ fn decode_inputs(
 
 /// The typed contents field that carries `dtype`, narrowed where the field is wider.
 fn from_contents(dtype: DataType, c: InferTensorContents) -> Result<TensorData, String> {
-    fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
-        values: Vec<W>,
-        dtype: DataType,
-    ) -> Result<Vec<N>, String> {
-        values
-            .into_iter()
-            .map(|v| N::try_from(v).map_err(|_| format!("{v} is out of range for {dtype}")))
-            .collect()
-    }
     Ok(match dtype {
         DataType::Bool => TensorData::Bool(c.bool_contents),
         DataType::I8 => TensorData::I8(narrow(c.int_contents, dtype)?),

@@ -42,6 +42,17 @@ pub mod tensorflow {
     }
 }
 
+/// Narrows protobuf's wide integer fields to the element type, refusing what does not fit.
+fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
+    values: Vec<W>,
+    dtype: quiver_engine_api::DataType,
+) -> Result<Vec<N>, String> {
+    values
+        .into_iter()
+        .map(|v| N::try_from(v).map_err(|_| format!("{v} is out of range for {dtype}")))
+        .collect()
+}
+
 /// gRPC listener settings.
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcOptions {

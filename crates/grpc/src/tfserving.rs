@@ -11,6 +11,7 @@ use quiver_core::{
 use quiver_engine_api::{DataType, Tensor, TensorData, element_count, f16, raw};
 use tonic::{Request, Response, Status};
 
+use crate::narrow;
 use crate::status::{invalid, status};
 use crate::tensorflow::serving::model_service_server::ModelService;
 use crate::tensorflow::serving::model_spec::VersionChoice;
@@ -46,20 +47,25 @@ impl TfServing {
         if spec.name.is_empty() {
             return Err(invalid("model_spec.name is empty"));
         }
-        let selector = match &spec.version_choice {
+        let selector = match version_of(spec)? {
             None => VersionSelector::Latest,
-            Some(VersionChoice::Version(v)) => VersionSelector::Specific(
-                u64::try_from(*v)
-                    .map_err(|_| invalid(format!("version {v} is not a positive integer")))?,
-            ),
-            Some(VersionChoice::VersionLabel(label)) => {
-                return Err(invalid(format!(
-                    "unrecognized servable version label '{label}': model '{}' has no version labels",
-                    spec.name
-                )));
-            }
+            Some(v) => VersionSelector::Specific(v),
         };
         self.models.get(&spec.name, &selector).map_err(status)
+    }
+}
+
+/// The version a spec names, if any. Labels come with the lifecycle work; until then none exist.
+fn version_of(spec: &ModelSpec) -> Result<Option<u64>, Status> {
+    match &spec.version_choice {
+        None => Ok(None),
+        Some(VersionChoice::Version(v)) => u64::try_from(*v)
+            .map(Some)
+            .map_err(|_| invalid(format!("version {v} is not a positive integer"))),
+        Some(VersionChoice::VersionLabel(label)) => Err(invalid(format!(
+            "unrecognized servable version label '{label}': model '{}' has no version labels",
+            spec.name
+        ))),
     }
 }
 
@@ -147,17 +153,6 @@ pub fn from_proto(name: &str, mut proto: TensorProto) -> Result<Tensor, Status> 
 }
 
 fn typed_values(dtype: DataType, p: TensorProto) -> Result<TensorData, String> {
-    fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
-        values: Vec<W>,
-        dtype: DataType,
-    ) -> Result<Vec<N>, String> {
-        values
-            .into_iter()
-            .map(|v| {
-                N::try_from(v).map_err(|_| format!("{v} is out of range for {}", dtype.tf_name()))
-            })
-            .collect()
-    }
     Ok(match dtype {
         DataType::Bool => TensorData::Bool(p.bool_val),
         DataType::F32 => TensorData::F32(p.float_val),
@@ -332,19 +327,7 @@ impl ModelService for TfServing {
         if spec.name.is_empty() {
             return Err(invalid("model_spec.name is empty"));
         }
-        let version = match spec.version_choice {
-            None => None,
-            Some(VersionChoice::Version(v)) => Some(
-                u64::try_from(v)
-                    .map_err(|_| invalid(format!("version {v} is not a positive integer")))?,
-            ),
-            Some(VersionChoice::VersionLabel(label)) => {
-                return Err(invalid(format!(
-                    "unrecognized servable version label '{label}': model '{}' has no version labels",
-                    spec.name
-                )));
-            }
-        };
+        let version = version_of(&spec)?;
         let versions = self.models.status(&spec.name, version).map_err(status)?;
         Ok(Response::new(GetModelStatusResponse {
             model_version_status: versions
