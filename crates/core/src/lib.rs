@@ -13,4 +13,4 @@ pub use error::{Error, ErrorKind};
 pub use manager::{ManagerOptions, ModelManager, VersionSelector, VersionState, VersionStatus};
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
 pub use version::shape_text;
-pub use version::{LoadedVersion, NamedTensor};
+pub use version::{LoadedVersion, NamedTensor, find_output};

@@ -62,6 +62,21 @@ pub enum VersionSelector {
     Specific(u64),
 }
 
+impl VersionSelector {
+    /// A version as KServe V2 writes it: empty for the latest, else a positive integer.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        if text.is_empty() {
+            return Ok(VersionSelector::Latest);
+        }
+        match text.parse::<u64>() {
+            Ok(v) if v > 0 => Ok(VersionSelector::Specific(v)),
+            _ => Err(Error::invalid(format!(
+                "version '{text}' is not a positive integer"
+            ))),
+        }
+    }
+}
+
 impl std::fmt::Display for VersionSelector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -109,6 +109,18 @@ impl LoadedVersion {
     }
 }
 
+/// The output called `name`, or an error listing the outputs there are (for requests that select
+/// outputs by name).
+pub fn find_output<'a>(outputs: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, Error> {
+    outputs.iter().find(|o| o.name == name).ok_or_else(|| {
+        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        Error::invalid(format!(
+            "unknown output '{name}'; the model's outputs are '{}'",
+            names.join("', '")
+        ))
+    })
+}
+
 /// Checks names, dtypes and shapes against the signature and puts the inputs in its order.
 pub(crate) fn order_inputs(
     signature: &ModelSignature,

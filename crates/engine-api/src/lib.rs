@@ -11,7 +11,7 @@ pub mod raw;
 
 pub use dtype::DataType;
 pub use half::f16;
-pub use tensor::{Tensor, TensorData, element_count};
+pub use tensor::{MAX_RANK, Tensor, TensorData, element_count};
 
 use std::path::Path;
 

@@ -113,6 +113,10 @@ pub struct Tensor {
     data: TensorData,
 }
 
+/// Largest rank a client may declare for a tensor: far above any model's, and small enough that
+/// a declared shape can never make the server allocate or recurse without bound.
+pub const MAX_RANK: usize = 64;
+
 /// The element count of `shape`, or `None` when it overflows `usize`.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use quiver_core::{
     LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
+    find_output,
 };
-use quiver_engine_api::{DataType, Tensor, TensorData, element_count, raw};
+use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, raw};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,9 +28,6 @@ use crate::status::{invalid, status};
 /// Extensions this server implements, as ServerMetadata lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
 
-/// Largest rank a request may declare.
-const MAX_RANK: usize = 64;
-
 /// The KServe V2 gRPC service.
 #[derive(Clone)]
 pub struct InferenceService {
@@ -43,7 +41,7 @@ impl InferenceService {
     }
 
     fn resolve(&self, name: &str, version: &str) -> Result<Arc<LoadedVersion>, Status> {
-        let selector = parse_version(version)?;
+        let selector = VersionSelector::parse(version).map_err(status)?;
         self.models.get(name, &selector).map_err(status)
     }
 
@@ -75,18 +73,6 @@ impl InferenceService {
             response.raw_output_contents.push(bytes);
         }
         Ok(response)
-    }
-}
-
-fn parse_version(text: &str) -> Result<VersionSelector, Status> {
-    if text.is_empty() {
-        return Ok(VersionSelector::Latest);
-    }
-    match text.parse::<u64>() {
-        Ok(v) if v > 0 => Ok(VersionSelector::Specific(v)),
-        _ => Err(invalid(format!(
-            "version '{text}' is not a positive integer"
-        ))),
     }
 }
 
@@ -193,16 +179,7 @@ fn select_outputs<'a>(
     }
     requested
         .iter()
-        .map(|want| {
-            outputs.iter().find(|o| o.name == want.name).ok_or_else(|| {
-                let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-                invalid(format!(
-                    "unknown output '{}'; the model's outputs are '{}'",
-                    want.name,
-                    names.join("', '")
-                ))
-            })
-        })
+        .map(|want| find_output(outputs, &want.name).map_err(status))
         .collect()
 }
 
@@ -290,7 +267,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        let selector = parse_version(&request.version)?;
+        let selector = VersionSelector::parse(&request.version).map_err(status)?;
         let ready = self.models.get(&request.name, &selector).is_ok();
         Ok(Response::new(ModelReadyResponse { ready }))
     }

@@ -8,7 +8,7 @@ use prost::Message as _;
 use quiver_core::{
     LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
 };
-use quiver_engine_api::{DataType, Tensor, TensorData, element_count, f16, raw};
+use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, f16, raw};
 use tonic::{Request, Response, Status};
 
 use crate::narrow;
@@ -26,9 +26,6 @@ use crate::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_shape_
 
 /// TF Serving's one signature name for models without named signatures.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
-
-/// Largest rank a request may declare.
-const MAX_RANK: usize = 64;
 
 /// TF Serving's gRPC services.
 #[derive(Clone)]

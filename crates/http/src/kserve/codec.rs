@@ -3,15 +3,12 @@
 //! a 4-byte little-endian length).
 
 use quiver_core::NamedTensor;
-use quiver_engine_api::{DataType, Tensor, element_count, raw};
+use quiver_engine_api::{DataType, MAX_RANK, Tensor, element_count, raw};
 
 use crate::json::number;
 use crate::json::reader::{JsonReader, Next};
 use crate::json::tensor::{DecodeError, TensorBuilder, invalid};
 use crate::json::writer;
-
-/// Largest rank a request may declare.
-const MAX_RANK: usize = 64;
 
 /// A decoded `…/infer` request.
 #[derive(Debug)]

@@ -12,7 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use quiver_core::{LoadedVersion, NamedTensor, TensorSpec, VersionSelector, VersionState};
+use quiver_core::{
+    LoadedVersion, NamedTensor, TensorSpec, VersionSelector, VersionState, find_output,
+};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -71,15 +73,6 @@ async fn ready() -> StatusCode {
     StatusCode::OK
 }
 
-fn parse_version(text: &str) -> Result<VersionSelector, ApiError> {
-    match text.parse::<u64>() {
-        Ok(v) if v > 0 => Ok(VersionSelector::Specific(v)),
-        _ => Err(ApiError::bad_request(format!(
-            "version '{text}' is not a positive integer"
-        ))),
-    }
-}
-
 fn resolve(
     state: &AppState,
     name: &str,
@@ -87,7 +80,7 @@ fn resolve(
 ) -> Result<Arc<LoadedVersion>, ApiError> {
     let selector = match version {
         None => VersionSelector::Latest,
-        Some(text) => parse_version(text)?,
+        Some(text) => VersionSelector::parse(text)?,
     };
     Ok(state.models.get(name, &selector)?)
 }
@@ -263,17 +256,7 @@ pub fn select_outputs<'a>(
     requested
         .iter()
         .map(|want| {
-            let output = outputs
-                .iter()
-                .find(|o| o.name == want.name)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-                    ApiError::bad_request(format!(
-                        "unknown output '{}'; the model's outputs are '{}'",
-                        want.name,
-                        names.join("', '")
-                    ))
-                })?;
+            let output = find_output(outputs, &want.name)?;
             Ok(ResponseOutput {
                 output,
                 binary: want.binary.unwrap_or(binary_default),
