@@ -4,13 +4,16 @@
 //! [`ModelManager`] for a [`LoadedVersion`] and call [`LoadedVersion::infer`]. The core never
 //! learns which protocol or which engine is in play.
 
+mod engines;
 mod error;
 mod executor;
 mod manager;
 mod version;
 
+pub use engines::{Engines, Selection};
 pub use error::{Error, ErrorKind};
 pub use manager::{ManagerOptions, ModelManager, VersionSelector, VersionState, VersionStatus};
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
+pub use quiver_repository::EngineChoice;
 pub use version::shape_text;
 pub use version::{LoadedVersion, NamedTensor, find_output};

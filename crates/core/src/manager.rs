@@ -2,14 +2,17 @@
 //! to a loaded version.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-use quiver_engine_api::{Engine, EngineOptions};
-use quiver_repository::{self as repository, ModelDir, RepositoryError};
+use quiver_engine_api::{EngineOptions, OptimizationLevel};
+use quiver_repository::{
+    self as repository, EngineChoice, EngineOptionsConfig, ModelDir, RepositoryError, VersionDir,
+};
 
 use crate::Error;
+use crate::engines::Engines;
 use crate::version::LoadedVersion;
 
 /// Lifecycle state of one model version.
@@ -100,8 +103,13 @@ struct ModelRecord {
 /// How the manager runs the models it loads.
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
-    /// Options handed to the engine for every model.
-    pub engine: EngineOptions,
+    /// The engine for models whose config does not name one (`--engine`).
+    pub default_engine: EngineChoice,
+    /// Graph optimisation for models whose config does not set it.
+    pub optimization: OptimizationLevel,
+    /// Where to save every model's optimised graph, as `DIR/NAME/VERSION/model.onnx`, unless
+    /// its config names a path.
+    pub optimized_model_dir: Option<PathBuf>,
     /// Engine threads (instances) per loaded version.
     pub instances: usize,
     /// Requests that may wait for a version's engine threads before new ones are refused.
@@ -111,7 +119,9 @@ pub struct ManagerOptions {
 impl Default for ManagerOptions {
     fn default() -> Self {
         Self {
-            engine: EngineOptions::default(),
+            default_engine: EngineChoice::Auto,
+            optimization: OptimizationLevel::default(),
+            optimized_model_dir: None,
             instances: 1,
             queue_capacity: 1024,
         }
@@ -120,16 +130,16 @@ impl Default for ManagerOptions {
 
 /// Owns every model version's lifecycle and hands loaded versions to requests.
 pub struct ModelManager {
-    engine: Arc<dyn Engine>,
+    engines: Engines,
     options: ManagerOptions,
     models: RwLock<BTreeMap<String, ModelRecord>>,
 }
 
 impl ModelManager {
-    /// A manager with no models that loads them with `engine`.
-    pub fn new(engine: Arc<dyn Engine>, options: ManagerOptions) -> Self {
+    /// A manager with no models that loads them with one of `engines`.
+    pub fn new(engines: Engines, options: ManagerOptions) -> Self {
         Self {
-            engine,
+            engines,
             options,
             models: RwLock::default(),
         }
@@ -163,32 +173,17 @@ impl ModelManager {
             None,
         );
         let started = Instant::now();
-        let result = self
-            .engine
-            .load(&latest.model_file, &self.options.engine)
-            .map_err(|e| e.to_string())
-            .and_then(|session| {
-                LoadedVersion::start(
-                    &model.name,
-                    latest.version,
-                    self.engine.platform(),
-                    session,
-                    self.options.instances,
-                    self.options.queue_capacity,
-                )
-                .map_err(|e| format!("cannot start the model's threads: {e}"))
-            });
+        let result = self.load_version(model, latest);
         match result {
-            Ok(loaded) => {
-                tracing::info!(model = %model.name, version = latest.version, engine = self.engine.name(),
-                    seconds = started.elapsed().as_secs_f64(), "model version available");
-                let loaded = Some(Arc::new(loaded));
+            Ok((loaded, reason)) => {
+                tracing::info!(model = %model.name, version = latest.version, engine = loaded.engine(),
+                    why = %reason, seconds = started.elapsed().as_secs_f64(), "model version available");
                 self.set_state(
                     &model.name,
                     latest.version,
                     VersionState::Available,
                     None,
-                    loaded,
+                    Some(Arc::new(loaded)),
                 );
             }
             Err(reason) => {
@@ -201,6 +196,58 @@ impl ModelManager {
                     None,
                 );
             }
+        }
+    }
+
+    /// Reads the model's config, picks its engine and loads one version; on success, also says
+    /// why that engine.
+    fn load_version(
+        &self,
+        model: &ModelDir,
+        version: &VersionDir,
+    ) -> Result<(LoadedVersion, String), String> {
+        let config = repository::load_config(&model.path).map_err(|e| e.to_string())?;
+        let selection = self
+            .engines
+            .select(config.engine.unwrap_or(self.options.default_engine))?;
+        let options = self.engine_options(&model.name, version.version, &config.engine_options);
+        let session = selection
+            .engine
+            .load(&version.model_file, &options)
+            .map_err(|e| format!("{} engine: {e}", selection.engine.name()))?;
+        let loaded = LoadedVersion::start(
+            &model.name,
+            version.version,
+            selection.engine.name(),
+            selection.engine.platform(),
+            session,
+            self.options.instances,
+            self.options.queue_capacity,
+        )
+        .map_err(|e| format!("cannot start the model's threads: {e}"))?;
+        Ok((loaded, selection.reason))
+    }
+
+    /// A model's engine options: its config, then the server-wide settings.
+    fn engine_options(
+        &self,
+        name: &str,
+        version: u64,
+        config: &EngineOptionsConfig,
+    ) -> EngineOptions {
+        EngineOptions {
+            intra_op_threads: config.intra_op_threads,
+            inter_op_threads: config.inter_op_threads,
+            optimization: config
+                .graph_optimization_level
+                .unwrap_or(self.options.optimization),
+            optimized_model_path: config.optimized_model_path.clone().or_else(|| {
+                let dir = self.options.optimized_model_dir.as_ref()?.join(name).join(version.to_string());
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), "cannot create the directory for the optimised model: {e}");
+                }
+                Some(dir.join(repository::MODEL_FILE))
+            }),
         }
     }
 

@@ -32,6 +32,7 @@ impl NamedTensor {
 pub struct LoadedVersion {
     name: String,
     version: u64,
+    engine: &'static str,
     platform: &'static str,
     signature: ModelSignature,
     executor: Executor,
@@ -42,6 +43,7 @@ impl std::fmt::Debug for LoadedVersion {
         f.debug_struct("LoadedVersion")
             .field("name", &self.name)
             .field("version", &self.version)
+            .field("engine", &self.engine)
             .field("platform", &self.platform)
             .finish_non_exhaustive()
     }
@@ -51,6 +53,7 @@ impl LoadedVersion {
     pub(crate) fn start(
         name: &str,
         version: u64,
+        engine: &'static str,
         platform: &'static str,
         session: Box<dyn Session>,
         threads: usize,
@@ -61,6 +64,7 @@ impl LoadedVersion {
         Ok(Self {
             name: name.to_owned(),
             version,
+            engine,
             platform,
             signature,
             executor,
@@ -75,6 +79,11 @@ impl LoadedVersion {
     /// Version number.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The engine running this version (`tract`, `onnxruntime`).
+    pub fn engine(&self) -> &'static str {
+        self.engine
     }
 
     /// The engine's platform name (`tract_onnx`, `onnxruntime_onnx`).

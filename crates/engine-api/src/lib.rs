@@ -13,7 +13,7 @@ pub use dtype::DataType;
 pub use half::f16;
 pub use tensor::{MAX_RANK, Tensor, TensorData, element_count};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One named input or output of a model, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,17 +60,69 @@ impl ModelSignature {
 }
 
 /// Options an engine honours when it loads a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Threads left unset share the engine's one server-wide pool, so however many models and
+/// instances are loaded, the engines never run more threads than that pool has (by default, the
+/// number of cores). A model that sets its own thread counts gets a pool of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EngineOptions {
-    /// Threads one inference call may use (intra-op parallelism).
-    pub intra_op_threads: usize,
+    /// Threads one inference call may use within an operator; `None`: the shared pool.
+    pub intra_op_threads: Option<usize>,
+    /// Threads that run independent operators of one call in parallel; `None` or 1: operators
+    /// run one after another.
+    pub inter_op_threads: Option<usize>,
+    /// How hard the engine optimises the graph at load time.
+    pub optimization: OptimizationLevel,
+    /// Where to save the optimised model, for inspection or a faster next load (engines that
+    /// cannot write one say so in their log).
+    pub optimized_model_path: Option<PathBuf>,
 }
 
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self {
-            intra_op_threads: std::thread::available_parallelism().map_or(1, usize::from),
+/// Graph optimisation at load time, in ONNX Runtime's four levels (other engines map them onto
+/// what they have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizationLevel {
+    /// No graph rewriting.
+    Disable,
+    /// Semantics-preserving rewrites: constant folding, redundant node removal.
+    Basic,
+    /// Basic plus operator fusions.
+    Extended,
+    /// Everything, including layout changes.
+    #[default]
+    All,
+}
+
+impl OptimizationLevel {
+    /// Every level, in order.
+    pub const ALL: [OptimizationLevel; 4] = [Self::Disable, Self::Basic, Self::Extended, Self::All];
+
+    /// The name used in flags and config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Basic => "basic",
+            Self::Extended => "extended",
+            Self::All => "all",
         }
+    }
+}
+
+impl std::fmt::Display for OptimizationLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for OptimizationLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| format!("'{s}' is not one of disable, basic, extended, all"))
     }
 }
 

@@ -3,23 +3,53 @@
 //! It needs no native library, so it is always available and is the default. The model is
 //! optimised once at load time with its dynamic dimensions kept symbolic, then run with concrete
 //! shapes. Convolutional models are run one item at a time: tract is much faster at batch 1 than
-//! at larger batches on them (see `shared/models/README.md`).
+//! at larger batches on them (see `shared/models/README.md`). Operators tract is known to get
+//! wrong are refused at load time ([`gaps`]), so such a model fails loudly instead of answering
+//! wrongly.
 
 mod convert;
+pub mod gaps;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use quiver_engine_api::{
-    DataType, Engine, EngineError, EngineOptions, ModelSignature, Session, Tensor, TensorSpec,
+    DataType, Engine, EngineError, EngineOptions, ModelSignature, OptimizationLevel, Session,
+    Tensor, TensorSpec,
 };
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
-/// The tract engine. Stateless: every loaded model carries its own plan and thread pool.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TractEngine;
+/// The tract engine. Models that do not ask for thread counts of their own share one pool.
+#[derive(Debug, Clone)]
+pub struct TractEngine {
+    shared: Executor,
+}
+
+impl TractEngine {
+    /// An engine whose shared pool has `threads` threads (1: models run on the calling thread).
+    pub fn new(threads: usize) -> Self {
+        Self {
+            shared: executor(threads),
+        }
+    }
+}
+
+impl Default for TractEngine {
+    /// A shared pool with one thread per core.
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, usize::from))
+    }
+}
+
+fn executor(threads: usize) -> Executor {
+    if threads > 1 {
+        Executor::multithread_with_name(threads, "quiver-tract")
+    } else {
+        Executor::SingleThread
+    }
+}
 
 impl Engine for TractEngine {
     fn name(&self) -> &'static str {
@@ -31,7 +61,11 @@ impl Engine for TractEngine {
     }
 
     fn load(&self, path: &Path, options: &EngineOptions) -> Result<Box<dyn Session>, EngineError> {
-        TractSession::load(path, options).map(|s| Box::new(s) as Box<dyn Session>)
+        let executor = match options.intra_op_threads {
+            Some(n) => executor(n),
+            None => self.shared.clone(),
+        };
+        TractSession::load(path, options, executor).map(|s| Box::new(s) as Box<dyn Session>)
     }
 }
 
@@ -49,14 +83,40 @@ pub struct TractSession {
 }
 
 impl TractSession {
-    /// Loads and optimises the ONNX model at `path`.
-    pub fn load(path: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
+    /// Loads and optimises the ONNX model at `path`; `executor` runs its matrix products.
+    pub fn load(
+        path: &Path,
+        options: &EngineOptions,
+        executor: Executor,
+    ) -> Result<Self, EngineError> {
         let load_err = |e: TractError| EngineError::Load(format!("{}: {e:#}", path.display()));
-        let model = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(load_err)?
-            .into_optimized()
-            .map_err(load_err)?;
+        let onnx = tract_onnx::onnx();
+        let proto = onnx.proto_model_for_path(path).map_err(load_err)?;
+        gaps::check(&proto)?;
+        if let Some(saved) = &options.optimized_model_path {
+            tracing::warn!(path = %saved.display(), "the tract engine keeps its optimised model in memory only; not saving it");
+        }
+        let model_dir = path.parent().and_then(Path::to_str);
+        let typed = onnx
+            .parse(&proto, model_dir)
+            .and_then(|parsed| {
+                if parsed.unresolved_inputs.is_empty() {
+                    Ok(parsed.model)
+                } else {
+                    Err(tract_onnx::tract_core::internal::format_err!(
+                        "could not resolve inputs {:?}",
+                        parsed.unresolved_inputs
+                    ))
+                }
+            })
+            .and_then(|model| model.into_typed());
+        let model = typed
+            .and_then(|model| match options.optimization {
+                OptimizationLevel::Disable => Ok(model),
+                OptimizationLevel::Basic => model.into_decluttered(),
+                OptimizationLevel::Extended | OptimizationLevel::All => model.into_optimized(),
+            })
+            .map_err(|e| gaps::explain(&proto, load_err(e)))?;
         let signature = signature_of(&model)?;
         let input_dims = (0..signature.inputs.len())
             .map(|ix| {
@@ -67,14 +127,8 @@ impl TractSession {
             .collect::<TractResult<Vec<Vec<TDim>>>>()
             .map_err(load_err)?;
         let split_batch = is_convolutional(&model) && batch_is_dynamic(&signature);
-        let threads = options.intra_op_threads.max(1);
-        let executor = if threads > 1 {
-            Some(Executor::multithread_with_name(threads, "quiver-tract"))
-        } else {
-            None
-        };
         let run_options = RunOptions {
-            executor,
+            executor: Some(executor),
             ..RunOptions::default()
         };
         let plan = TypedSimplePlan::new_with_options(model, &run_options).map_err(load_err)?;

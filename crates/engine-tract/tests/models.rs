@@ -7,7 +7,9 @@ use quiver_engine_tract::TractEngine;
 use quiver_test_support::{fixture_model, shared_models};
 
 fn load(path: &std::path::Path) -> Box<dyn Session> {
-    TractEngine.load(path, &EngineOptions::default()).unwrap()
+    TractEngine::default()
+        .load(path, &EngineOptions::default())
+        .unwrap()
 }
 
 fn f32s(t: &Tensor) -> &[f32] {
@@ -90,7 +92,7 @@ fn a_broken_file_is_a_load_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.onnx");
     std::fs::write(&path, b"not a model").unwrap();
-    let e = TractEngine
+    let e = TractEngine::default()
         .load(&path, &EngineOptions::default())
         .err()
         .unwrap();

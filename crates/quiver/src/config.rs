@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use quiver_engine_api::OptimizationLevel;
+use quiver_repository::EngineChoice;
 
 /// Quiver: a fast model server for ONNX models, speaking the TensorFlow Serving and KServe V2
 /// protocols over REST and gRPC.
@@ -80,9 +82,48 @@ pub struct GrpcConfig {
 /// How models are run.
 #[derive(Debug, Clone, Args)]
 pub struct EngineConfig {
-    /// Threads one inference may use; default: the number of cores.
-    #[arg(long, env = "QUIVER_INTRA_OP_THREADS", value_name = "N")]
+    /// Engine for models whose config.toml names none: `auto` (ONNX Runtime when its library
+    /// is found, else tract), `onnxruntime` or `tract`.
+    #[arg(
+        long,
+        env = "QUIVER_ENGINE",
+        default_value = "auto",
+        value_name = "ENGINE"
+    )]
+    pub engine: EngineChoice,
+
+    /// ONNX Runtime's shared library (libonnxruntime.so*), or a directory holding it. Unset:
+    /// ORT_DYLIB_PATH, then next to the quiver binary, then python3's onnxruntime package.
+    /// scripts/fetch-onnxruntime.sh fetches one.
+    #[arg(long, env = "QUIVER_ONNXRUNTIME_LIB", value_name = "PATH")]
+    pub onnxruntime_lib: Option<PathBuf>,
+
+    /// Threads of the engines' shared pool, which every model without threads of its own uses
+    /// (so all models together never run more); default: the number of cores.
+    #[arg(long, env = "QUIVER_INTRA_OP_THREADS", value_name = "N",
+        value_parser = positive)]
     pub intra_op_threads: Option<usize>,
+
+    /// Threads running independent operators of one inference in parallel (ONNX Runtime);
+    /// 1 runs them one after another.
+    #[arg(long, env = "QUIVER_INTER_OP_THREADS", value_name = "N", default_value_t = 1,
+        value_parser = positive)]
+    pub inter_op_threads: usize,
+
+    /// Graph optimisation at load time for models whose config does not set it: disable,
+    /// basic, extended or all.
+    #[arg(
+        long,
+        env = "QUIVER_GRAPH_OPTIMIZATION_LEVEL",
+        default_value = "all",
+        value_name = "LEVEL"
+    )]
+    pub graph_optimization_level: OptimizationLevel,
+
+    /// Save every model's optimised graph as DIR/NAME/VERSION/model.onnx (ONNX Runtime), unless
+    /// its config names a path.
+    #[arg(long, env = "QUIVER_OPTIMIZED_MODEL_DIR", value_name = "DIR")]
+    pub optimized_model_dir: Option<PathBuf>,
 
     /// Requests that may wait for a model's engine before new ones get 429.
     #[arg(long, env = "QUIVER_MAX_QUEUE_SIZE", default_value_t = 1024)]
@@ -111,6 +152,27 @@ pub enum LogFormat {
 pub struct InspectConfig {
     /// Path to an ONNX model file.
     pub model: PathBuf,
+
+    /// Engine to load it with.
+    #[arg(
+        long,
+        env = "QUIVER_ENGINE",
+        default_value = "auto",
+        value_name = "ENGINE"
+    )]
+    pub engine: EngineChoice,
+
+    /// ONNX Runtime's shared library (see `quiver serve --help`).
+    #[arg(long, env = "QUIVER_ONNXRUNTIME_LIB", value_name = "PATH")]
+    pub onnxruntime_lib: Option<PathBuf>,
+}
+
+/// A count of threads: a positive integer.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{text}' is not a positive integer")),
+    }
 }
 
 impl ServeConfig {
@@ -142,5 +204,39 @@ mod tests {
         assert_eq!(c.http.host.to_string(), "0.0.0.0");
         assert_eq!(c.http.max_body_bytes, 64 << 20);
         assert_eq!(c.grpc.grpc_port, 8500);
+        assert_eq!(c.engine.engine, EngineChoice::Auto);
+        assert_eq!(c.engine.graph_optimization_level, OptimizationLevel::All);
+        assert_eq!(c.engine.inter_op_threads, 1);
+    }
+
+    #[test]
+    fn engine_flags() {
+        let cli = Cli::try_parse_from([
+            "quiver",
+            "serve",
+            "--model-repository",
+            "m",
+            "--engine",
+            "tract",
+            "--graph-optimization-level",
+            "basic",
+            "--intra-op-threads",
+            "3",
+        ])
+        .unwrap();
+        let Command::Serve(c) = cli.command else {
+            panic!("a serve command")
+        };
+        assert_eq!(c.engine.engine, EngineChoice::Tract);
+        assert_eq!(c.engine.graph_optimization_level, OptimizationLevel::Basic);
+        assert_eq!(c.engine.intra_op_threads, Some(3));
+        for bad in [
+            ["--engine", "cuda"],
+            ["--intra-op-threads", "0"],
+            ["--graph-optimization-level", "max"],
+        ] {
+            let args = ["quiver", "serve", "--model-repository", "m", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,9 +1,10 @@
-//! Quiver: serve ONNX models over the TensorFlow Serving REST API (and, as they land, the
-//! KServe V2 and gRPC protocols).
+//! Quiver: serve ONNX models over the TensorFlow Serving and KServe V2 protocols, REST and gRPC.
 //!
-//! The binary is a thin shell over this library: [`config`] is the command line, [`server`]
-//! starts the listeners, [`inspect`] prints a model's signature.
+//! The binary is a thin shell over this library: [`config`] is the command line, [`engines`]
+//! sets up tract and ONNX Runtime, [`server`] starts the listeners, [`inspect`] prints a model's
+//! signature.
 
 pub mod config;
+pub mod engines;
 pub mod inspect;
 pub mod server;

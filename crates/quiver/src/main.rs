@@ -4,11 +4,15 @@ use std::io::IsTerminal as _;
 
 use clap::Parser as _;
 use quiver::config::{Cli, Command, LogFormat};
-use quiver_engine_tract::TractEngine;
 use tracing_subscriber::EnvFilter;
 
+/// Info for Quiver; ONNX Runtime's own info lines (every graph rewrite of every load) only
+/// when asked for with `QUIVER_LOG=info,ort=info`.
+const DEFAULT_LOG_FILTER: &str = "info,ort=warn";
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("QUIVER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -33,7 +37,12 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => {
-            print!("{}", quiver::inspect::describe(&TractEngine, &args.model)?);
+            let engines = quiver::engines::engines(None, 1, args.onnxruntime_lib.as_deref());
+            let selection = engines.select(args.engine).map_err(anyhow::Error::msg)?;
+            print!(
+                "{}",
+                quiver::inspect::describe(&*selection.engine, &args.model)?
+            );
             Ok(())
         }
         Command::Serve(config) => {

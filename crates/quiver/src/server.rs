@@ -8,8 +8,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use quiver_core::{ManagerOptions, ModelManager};
-use quiver_engine_api::EngineOptions;
-use quiver_engine_tract::TractEngine;
 use quiver_grpc::GrpcOptions;
 use quiver_http::AppState;
 use tokio::net::TcpListener;
@@ -57,16 +55,20 @@ pub async fn start(
     config: &ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningServer> {
-    let mut engine_options = EngineOptions::default();
-    if let Some(n) = config.engine.intra_op_threads {
-        engine_options.intra_op_threads = n.max(1);
-    }
+    let engine = &config.engine;
+    let engines = crate::engines::engines(
+        engine.intra_op_threads,
+        engine.inter_op_threads,
+        engine.onnxruntime_lib.as_deref(),
+    );
     let options = ManagerOptions {
-        engine: engine_options,
+        default_engine: engine.engine,
+        optimization: engine.graph_optimization_level,
+        optimized_model_dir: engine.optimized_model_dir.clone(),
         instances: 1,
-        queue_capacity: config.engine.max_queue_size.max(1),
+        queue_capacity: engine.max_queue_size.max(1),
     };
-    let models = Arc::new(ModelManager::new(Arc::new(TractEngine), options));
+    let models = Arc::new(ModelManager::new(engines, options));
     let repository = config.model_repository.clone();
     let loader = Arc::clone(&models);
     tokio::task::spawn_blocking(move || loader.load_repository(&repository))

@@ -1,9 +1,17 @@
-//! The on-disk model repository: `REPO/NAME/VERSION/model.onnx`.
+//! The on-disk model repository: `REPO/NAME/VERSION/model.onnx`, and each model's optional
+//! `REPO/NAME/config.toml` ([`load_config`]).
 //!
 //! This crate only reads the layout; it never loads a model. Anything that does not fit the
 //! layout (stray files, non-numeric version directories, versions without a model file) is
 //! skipped and reported as a [`Skipped`] entry so the caller can log it. Symbolic links are
 //! followed, as Kubernetes volume mounts are made of them.
+
+mod config;
+
+pub use config::{
+    CONFIG_FILE, ConfigError, EngineChoice, EngineOptionsConfig, ModelConfig, load_config,
+    parse_config,
+};
 
 use std::fs;
 use std::io;

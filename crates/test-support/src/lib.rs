@@ -5,6 +5,9 @@
 //! - [`shared_models`]: the real trained models of `../shared/models`, found through one setting
 //!   (`QUIVER_SHARED_MODELS`); absent, tests skip loudly — unless `QUIVER_REQUIRE_SHARED_MODELS=1`
 //!   (as CI sets it), when they fail.
+//! - [`onnxruntime_library`]: ONNX Runtime's library, found the same way (`QUIVER_ONNXRUNTIME_LIB`,
+//!   `QUIVER_REQUIRE_ONNXRUNTIME=1`).
+//! - [`conformance`]: the suite every engine passes.
 //! - [`ServerProcess`]: the real `quiver` binary started on `127.0.0.1:0`.
 
 use std::io::{BufRead, BufReader};
@@ -16,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+pub mod conformance;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -53,6 +58,39 @@ pub fn shared_models() -> Option<PathBuf> {
     eprintln!(
         "\n!!! SKIPPED: shared models not found at {} (set QUIVER_SHARED_MODELS); this test did not run !!!\n",
         dir.display()
+    );
+    None
+}
+
+/// ONNX Runtime's library for tests: `QUIVER_ONNXRUNTIME_LIB`, else what
+/// `scripts/fetch-onnxruntime.sh` leaves under `target/onnxruntime`. `None`, with a loud message,
+/// when absent; a panic when `QUIVER_REQUIRE_ONNXRUNTIME=1` (as CI sets it).
+pub fn onnxruntime_library() -> Option<PathBuf> {
+    let path = std::env::var_os("QUIVER_ONNXRUNTIME_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/onnxruntime/onnxruntime/capi"));
+    let usable = path.is_file()
+        || std::fs::read_dir(&path).is_ok_and(|mut entries| {
+            entries.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("libonnxruntime.so")
+                })
+            })
+        });
+    if usable {
+        return Some(path);
+    }
+    let required = std::env::var("QUIVER_REQUIRE_ONNXRUNTIME").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "ONNX Runtime is required (QUIVER_REQUIRE_ONNXRUNTIME=1) but {} has no library; run scripts/fetch-onnxruntime.sh",
+        path.display()
+    );
+    eprintln!(
+        "\n!!! SKIPPED: ONNX Runtime's library not found at {} (run scripts/fetch-onnxruntime.sh or set QUIVER_ONNXRUNTIME_LIB); this test did not run !!!\n",
+        path.display()
     );
     None
 }

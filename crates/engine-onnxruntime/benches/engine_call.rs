@@ -1,0 +1,3 @@
+//! Placeholder until the engine-call benchmark lands.
+
+fn main() {}

@@ -1,0 +1,220 @@
+//! A model's own configuration: the optional `REPO/NAME/config.toml`.
+//!
+//! Every key is optional; what is left out comes from the server-wide flags or from the model
+//! file itself, so a bare `NAME/1/model.onnx` serves with no config. Unknown keys are errors
+//! (a misspelt key would otherwise be ignored without a word), and every error names the file
+//! and the key.
+//!
+//! ```toml
+//! engine = "onnxruntime"           # auto | onnxruntime | tract
+//!
+//! [engine_options]
+//! intra_op_threads = 2             # default: the engine's shared pool (one thread per core)
+//! inter_op_threads = 1
+//! graph_optimization_level = "all" # disable | basic | extended | all
+//! optimized_model_path = "optimized.onnx"  # relative to the model directory
+//! ```
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use quiver_engine_api::OptimizationLevel;
+use serde::Deserialize;
+
+/// The config file's name in a model directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// ONNX Runtime when its library is loaded, tract otherwise.
+    #[default]
+    Auto,
+    /// ONNX Runtime; the model fails to load when the library is missing.
+    Onnxruntime,
+    /// tract, the pure-Rust engine.
+    Tract,
+}
+
+impl EngineChoice {
+    /// Every choice, in the order the docs list them.
+    pub const ALL: [EngineChoice; 3] = [Self::Auto, Self::Onnxruntime, Self::Tract];
+
+    /// The name used in flags and config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Onnxruntime => "onnxruntime",
+            Self::Tract => "tract",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("'{s}' is not one of auto, onnxruntime, tract"))
+    }
+}
+
+/// A model's `config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Which engine runs the model; default: the server's `--engine`.
+    pub engine: Option<EngineChoice>,
+    /// Engine settings; each unset one comes from the server-wide flag.
+    #[serde(default)]
+    pub engine_options: EngineOptionsConfig,
+}
+
+/// The `[engine_options]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineOptionsConfig {
+    /// Threads within an operator; set, the model gets a thread pool of its own.
+    pub intra_op_threads: Option<usize>,
+    /// Threads running independent operators in parallel.
+    pub inter_op_threads: Option<usize>,
+    /// Graph optimisation at load time.
+    pub graph_optimization_level: Option<OptimizationLevel>,
+    /// Where to save the optimised model; a relative path is taken from the model directory.
+    pub optimized_model_path: Option<PathBuf>,
+}
+
+/// Why a model's config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not valid TOML or has a wrong key or value.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// Reads `model_dir/config.toml`; a model without one gets the defaults.
+pub fn load_config(model_dir: &Path) -> Result<ModelConfig, ConfigError> {
+    let path = model_dir.join(CONFIG_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
+        Err(source) => return Err(ConfigError::Unreadable { path, source }),
+    };
+    let mut config = parse_config(&text).map_err(|message| ConfigError::Invalid {
+        path: path.clone(),
+        message,
+    })?;
+    if let Some(saved) = &mut config.engine_options.optimized_model_path
+        && saved.is_relative()
+    {
+        *saved = model_dir.join(&saved);
+    }
+    Ok(config)
+}
+
+/// Parses the text of a `config.toml`; the error names the key and what was expected.
+pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
+    let config: ModelConfig = toml::from_str(text).map_err(|e| {
+        // toml's message spans several lines with a caret under the culprit; one line reads
+        // better in a status message, and the key and reason are all in the last line.
+        e.message().trim().to_owned()
+            + &e.span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default()
+    })?;
+    for (key, value) in [
+        ("intra_op_threads", config.engine_options.intra_op_threads),
+        ("inter_op_threads", config.engine_options.inter_op_threads),
+    ] {
+        if value == Some(0) {
+            return Err(format!(
+                "engine_options.{key}: expected a positive number of threads, got 0"
+            ));
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_is_optional() {
+        assert_eq!(parse_config("").unwrap(), ModelConfig::default());
+    }
+
+    #[test]
+    fn reads_engine_and_options() {
+        let c = parse_config(
+            "engine = \"onnxruntime\"\n[engine_options]\nintra_op_threads = 2\n\
+             graph_optimization_level = \"basic\"\noptimized_model_path = \"o.onnx\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.engine, Some(EngineChoice::Onnxruntime));
+        assert_eq!(c.engine_options.intra_op_threads, Some(2));
+        assert_eq!(
+            c.engine_options.graph_optimization_level,
+            Some(OptimizationLevel::Basic)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse_config("engine = \"cuda\"").unwrap_err();
+        assert!(e.contains("cuda") && e.contains("onnxruntime"), "{e}");
+        let e = parse_config("engin = \"tract\"").unwrap_err();
+        assert!(e.contains("engin"), "{e}");
+        let e = parse_config("[engine_options]\nintra_op_threads = -1").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse_config("[engine_options]\ninter_op_threads = 0").unwrap_err();
+        assert!(e.contains("engine_options.inter_op_threads"), "{e}");
+        let e = parse_config("[engine_options]\ngraph_optimization_level = \"max\"").unwrap_err();
+        assert!(e.contains("max"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_from_the_model_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[engine_options]\noptimized_model_path = \"opt.onnx\"\n",
+        )
+        .unwrap();
+        let c = load_config(dir.path()).unwrap();
+        assert_eq!(
+            c.engine_options.optimized_model_path,
+            Some(dir.path().join("opt.onnx"))
+        );
+        assert_eq!(
+            load_config(&dir.path().join("none")).unwrap(),
+            ModelConfig::default()
+        );
+    }
+}
