@@ -13,6 +13,12 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "ONNX Runtime's library (for the onnxruntime engine's tests)"
+# From the onnxruntime wheel on PyPI, into target/onnxruntime (kept between runs).
+QUIVER_ONNXRUNTIME_LIB=$(scripts/fetch-onnxruntime.sh | tail -n 1)
+export QUIVER_ONNXRUNTIME_LIB
+echo "$QUIVER_ONNXRUNTIME_LIB"
+
 step "cargo test"
 cargo test --workspace --locked
 

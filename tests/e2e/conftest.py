@@ -1,7 +1,9 @@
 """Starts the real `quiver` binary for the end-to-end tests.
 
 QUIVER_BIN names the binary (scripts/test.sh passes the one `cargo test` built);
-QUIVER_SHARED_MODELS the shared real models (default ../shared/models beside the workspace).
+QUIVER_SHARED_MODELS the shared real models (default ../shared/models beside the workspace);
+QUIVER_ONNXRUNTIME_LIB ONNX Runtime's library, which only servers started with
+`onnxruntime=True` see: the others run as the README's command does, on tract.
 """
 import os
 import pathlib
@@ -17,13 +19,15 @@ GRPC_READY = "gRPC API listening on "
 
 
 class Server:
-    def __init__(self, repository, *args):
+    def __init__(self, repository, *args, onnxruntime=False):
         binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
         if not os.path.exists(binary):
             pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
         command = [binary, "serve", "--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0",
                    "--model-repository", str(repository), *args]
         env = dict(os.environ, NO_COLOR="1")
+        if not onnxruntime:
+            env.pop("QUIVER_ONNXRUNTIME_LIB", None)
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         text=True, env=env)
         self.log = []
@@ -72,6 +76,20 @@ def fixtures_server():
     server = Server(ROOT / "crates" / "test-support" / "fixtures" / "models")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def onnxruntime_library():
+    """ONNX Runtime's library (QUIVER_ONNXRUNTIME_LIB); skips loudly when absent, unless
+    QUIVER_REQUIRE_ONNXRUNTIME=1 (as CI sets it)."""
+    path = os.environ.get("QUIVER_ONNXRUNTIME_LIB", "")
+    if path and os.path.exists(path):
+        return path
+    message = f"ONNX Runtime's library not found (QUIVER_ONNXRUNTIME_LIB={path!r}); run scripts/fetch-onnxruntime.sh"
+    if os.environ.get("QUIVER_REQUIRE_ONNXRUNTIME") == "1":
+        pytest.fail(message + "; it is required (QUIVER_REQUIRE_ONNXRUNTIME=1)")
+    print(f"\n!!! SKIPPED: {message} !!!\n", file=sys.stderr)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

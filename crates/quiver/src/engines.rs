@@ -40,7 +40,11 @@ fn onnxruntime(
         intra_op_threads: threads,
         inter_op_threads,
     };
-    let engine = OnnxRuntimeEngine::init(&found.path, pool)?;
+    let engine = OnnxRuntimeEngine::init(&found.path, pool).map_err(|e| {
+        format!(
+            "{e}; scripts/fetch-onnxruntime.sh fetches a library to pass with --onnxruntime-lib"
+        )
+    })?;
     tracing::info!(library = %found.path.display(), found = found.source, threads,
         "ONNX Runtime loaded ({})", engine.build_info());
     Ok(Arc::new(engine))

@@ -56,6 +56,13 @@ fn help_documents_every_flag_and_its_environment_variable() {
         "--host",
         "--rest-port",
         "--max-body-bytes",
+        "--grpc-port",
+        "--engine",
+        "--onnxruntime-lib",
+        "--intra-op-threads",
+        "--inter-op-threads",
+        "--graph-optimization-level",
+        "--optimized-model-dir",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         let env = format!(

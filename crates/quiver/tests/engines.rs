@@ -1,0 +1,150 @@
+//! Choosing the engine per model, with and without ONNX Runtime, through the real binary.
+
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
+
+use std::path::Path;
+
+use quiver_test_support::{ServerProcess, TempRepository, fixture_model, onnxruntime_library};
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_quiver"))
+}
+
+/// `auto` (no config), `tract` and `onnxruntime` by config, and a config with a typo.
+fn repository() -> TempRepository {
+    let repo = TempRepository::new().unwrap();
+    for name in ["auto", "pinned_tract", "pinned_ort", "typo"] {
+        repo.add(name, 1, &fixture_model("half_plus_two")).unwrap();
+    }
+    repo.write("pinned_tract/config.toml", b"engine = \"tract\"\n")
+        .unwrap();
+    repo.write(
+        "pinned_ort/config.toml",
+        b"engine = \"onnxruntime\"\n[engine_options]\nintra_op_threads = 1\ngraph_optimization_level = \"basic\"\n",
+    )
+    .unwrap();
+    repo.write(
+        "typo/config.toml",
+        b"[engine_options]\nintra_op_thread = 2\n",
+    )
+    .unwrap();
+    repo
+}
+
+fn get(server: &ServerProcess, path: &str) -> Value {
+    let response = reqwest::blocking::get(format!("{}{path}", server.url())).unwrap();
+    response.json().unwrap()
+}
+
+fn predict(server: &ServerProcess, model: &str) -> Value {
+    reqwest::blocking::Client::new()
+        .post(format!("{}/v1/models/{model}:predict", server.url()))
+        .json(&json!({"instances": [[0.0, 2.0, 4.0]]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn status_error(server: &ServerProcess, model: &str) -> String {
+    let status = get(server, &format!("/v1/models/{model}"));
+    status["model_version_status"][0]["status"]["error_message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn without_onnxruntime_auto_uses_tract_and_a_model_that_demands_it_fails_alone() {
+    let repo = repository();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--onnxruntime-lib",
+            "/nonexistent/libonnxruntime.so",
+        ],
+    )
+    .unwrap();
+    for model in ["auto", "pinned_tract"] {
+        assert_eq!(
+            get(&server, &format!("/v2/models/{model}"))["platform"],
+            "tract_onnx"
+        );
+        assert_eq!(
+            predict(&server, model),
+            json!({"predictions": [[2.0, 3.0, 4.0]]})
+        );
+    }
+    let why = status_error(&server, "pinned_ort");
+    assert!(
+        why.contains("engine 'onnxruntime' is not available")
+            && why.contains("/nonexistent/libonnxruntime.so")
+            && why.contains("scripts/fetch-onnxruntime.sh"),
+        "{why}"
+    );
+    let why = status_error(&server, "typo");
+    assert!(
+        why.contains("intra_op_thread") && why.contains("config.toml"),
+        "{why}"
+    );
+    assert!(
+        server.log().contains("ONNX Runtime is not available"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn with_onnxruntime_auto_prefers_it_and_config_pins_either_engine() {
+    let Some(library) = onnxruntime_library() else {
+        return;
+    };
+    let repo = repository();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--onnxruntime-lib",
+            library.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    for (model, platform, backend) in [
+        ("auto", "onnxruntime_onnx", "onnxruntime"),
+        ("pinned_ort", "onnxruntime_onnx", "onnxruntime"),
+        ("pinned_tract", "tract_onnx", "tract"),
+    ] {
+        assert_eq!(
+            get(&server, &format!("/v2/models/{model}"))["platform"],
+            platform
+        );
+        assert_eq!(
+            get(&server, &format!("/v2/models/{model}/config"))["backend"],
+            backend
+        );
+        assert_eq!(
+            predict(&server, model),
+            json!({"predictions": [[2.0, 3.0, 4.0]]}),
+            "{model}"
+        );
+    }
+    let log = server.log();
+    assert!(log.contains("ONNX Runtime loaded"), "{log}");
+    assert!(log.contains("auto: ONNX Runtime is loaded"), "{log}");
+}
+
+#[test]
+fn the_server_wide_engine_flag_sets_the_default() {
+    let repo = repository();
+    let server = ServerProcess::start_with_env(
+        bin(),
+        &["--model-repository", repo.path().to_str().unwrap()],
+        &[("QUIVER_ENGINE", "tract")],
+    )
+    .unwrap();
+    assert_eq!(get(&server, "/v2/models/auto")["platform"], "tract_onnx");
+}
