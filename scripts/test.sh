@@ -18,6 +18,9 @@ step "ONNX Runtime's library (for the onnxruntime engine's tests)"
 QUIVER_ONNXRUNTIME_LIB=$(scripts/fetch-onnxruntime.sh | tail -n 1)
 export QUIVER_ONNXRUNTIME_LIB
 echo "$QUIVER_ONNXRUNTIME_LIB"
+# A release too old for Quiver, to test that it is refused with both versions named.
+QUIVER_OLD_ONNXRUNTIME_LIB=$(ONNXRUNTIME_VERSION=1.22.0 scripts/fetch-onnxruntime.sh target/onnxruntime-1.22 | tail -n 1)
+export QUIVER_OLD_ONNXRUNTIME_LIB
 
 step "cargo test"
 cargo test --workspace --locked

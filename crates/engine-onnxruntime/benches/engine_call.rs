@@ -1,3 +1,83 @@
-//! Placeholder until the engine-call benchmark lands.
+//! One engine call, in process: Quiver's ONNX Runtime engine (and tract, for the table) on the
+//! shared `mobilenet_v2` and `all_minilm_l6_v2` at batch 1 and 8, two intra-op threads — the
+//! same model, inputs and thread count as `bench/ort_python.py` gives Python's
+//! `onnxruntime` `session.run`. `bench/engine_call.sh` runs both and prints them side by side.
+//!
+//! Needs ONNX Runtime's library (`QUIVER_ONNXRUNTIME_LIB`, or `scripts/fetch-onnxruntime.sh`'s
+//! place) and the shared models (`QUIVER_SHARED_MODELS`).
+//!
+//! `cargo bench -p quiver-engine-onnxruntime --bench engine_call`
 
-fn main() {}
+#![allow(missing_docs, clippy::unwrap_used)] // a benchmark harness
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use quiver_engine_api::{Engine, EngineOptions, Session, Tensor, TensorData};
+use quiver_engine_onnxruntime::{OnnxRuntimeEngine, SharedPool};
+use quiver_engine_tract::TractEngine;
+use quiver_test_support::{onnxruntime_library, shared_models};
+
+/// Threads for every engine here, as for Python's session (`intra_op_num_threads = 2`).
+const THREADS: usize = 2;
+/// MiniLM's sequence length as its tokenizer.json pads to.
+const SEQ: usize = 128;
+
+/// Deterministic inputs: pseudo-random pixels, or token ids with a full attention mask.
+fn inputs(model: &str, batch: usize) -> Vec<Tensor> {
+    if model == "mobilenet_v2" {
+        let n = batch * 3 * 224 * 224;
+        let data = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        return vec![Tensor::new(vec![batch, 3, 224, 224], TensorData::F32(data)).unwrap()];
+    }
+    let n = batch * SEQ;
+    let ids = (0..n).map(|i| 1000 + ((i * 7919) % 20000) as i64).collect();
+    vec![
+        Tensor::new(vec![batch, SEQ], TensorData::I64(ids)).unwrap(),
+        Tensor::new(vec![batch, SEQ], TensorData::I64(vec![1; n])).unwrap(),
+        Tensor::new(vec![batch, SEQ], TensorData::I64(vec![0; n])).unwrap(),
+    ]
+}
+
+fn bench_engine(c: &mut Criterion, label: &str, engine: &dyn Engine, models: &[&str]) {
+    let Some(shared) = shared_models() else { return };
+    for model in models {
+        let session: Box<dyn Session> = engine
+            .load(
+                &shared.join(model).join("1/model.onnx"),
+                &EngineOptions::default(),
+            )
+            .unwrap();
+        for batch in [1, 8] {
+            let input = inputs(model, batch);
+            // The engine consumes its inputs; cloning them is setup, not measured (Python's
+            // session.run borrows its numpy arrays).
+            c.bench_function(&format!("{label}/{model}/b{batch}"), |b| {
+                b.iter_batched(
+                    || input.clone(),
+                    |input| session.run(input).unwrap(),
+                    BatchSize::LargeInput,
+                );
+            });
+        }
+    }
+}
+
+fn engines(c: &mut Criterion) {
+    if let Some(library) = onnxruntime_library() {
+        let found = quiver_engine_onnxruntime::library::find(Some(&library)).unwrap();
+        let pool = SharedPool {
+            intra_op_threads: THREADS,
+            inter_op_threads: 1,
+        };
+        let ort = OnnxRuntimeEngine::init(&found.path, pool).unwrap();
+        bench_engine(c, "onnxruntime", &ort, &["mobilenet_v2", "all_minilm_l6_v2"]);
+    }
+    // tract cannot load MiniLM (see the conformance suite).
+    bench_engine(c, "tract", &TractEngine::new(THREADS), &["mobilenet_v2"]);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = engines
+}
+criterion_main!(benches);

@@ -148,3 +148,35 @@ fn the_server_wide_engine_flag_sets_the_default() {
     .unwrap();
     assert_eq!(get(&server, "/v2/models/auto")["platform"], "tract_onnx");
 }
+
+#[test]
+fn a_library_too_old_is_reported_with_both_versions() {
+    // scripts/test.sh fetches ONNX Runtime 1.22 for this test (QUIVER_OLD_ONNXRUNTIME_LIB).
+    let Some(old) = std::env::var_os("QUIVER_OLD_ONNXRUNTIME_LIB") else {
+        eprintln!(
+            "\n!!! SKIPPED: QUIVER_OLD_ONNXRUNTIME_LIB not set (scripts/test.sh sets it); this test did not run !!!\n"
+        );
+        assert!(
+            std::env::var("QUIVER_REQUIRE_ONNXRUNTIME").as_deref() != Ok("1"),
+            "QUIVER_REQUIRE_ONNXRUNTIME=1 but QUIVER_OLD_ONNXRUNTIME_LIB is not set"
+        );
+        return;
+    };
+    let repo = repository();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--onnxruntime-lib",
+            old.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let why = status_error(&server, "pinned_ort");
+    assert!(
+        why.contains("is version 1.22") && why.contains("needs 1.31 or newer"),
+        "{why}"
+    );
+    assert_eq!(get(&server, "/v2/models/auto")["platform"], "tract_onnx");
+}
