@@ -37,13 +37,19 @@ fn inputs(model: &str, batch: usize) -> Vec<Tensor> {
     ]
 }
 
-fn bench_engine(c: &mut Criterion, label: &str, engine: &dyn Engine, models: &[&str]) {
+fn bench_engine(
+    c: &mut Criterion,
+    label: &str,
+    engine: &dyn Engine,
+    options: &EngineOptions,
+    models: &[&str],
+) {
     let Some(shared) = shared_models() else { return };
     for model in models {
         let session: Box<dyn Session> = engine
             .load(
                 &shared.join(model).join("1/model.onnx"),
-                &EngineOptions::default(),
+                options,
             )
             .unwrap();
         for batch in [1, 8] {
@@ -69,10 +75,18 @@ fn engines(c: &mut Criterion) {
             inter_op_threads: 1,
         };
         let ort = OnnxRuntimeEngine::init(&found.path, pool).unwrap();
-        bench_engine(c, "onnxruntime", &ort, &["mobilenet_v2", "all_minilm_l6_v2"]);
+        let models = ["mobilenet_v2", "all_minilm_l6_v2"];
+        bench_engine(c, "onnxruntime", &ort, &EngineOptions::default(), &models);
+        // The same with a pool of the model's own, as Python's session has.
+        let own_pool = EngineOptions {
+            intra_op_threads: Some(THREADS),
+            ..EngineOptions::default()
+        };
+        bench_engine(c, "onnxruntime-own-pool", &ort, &own_pool, &models);
     }
     // tract cannot load MiniLM (see the conformance suite).
-    bench_engine(c, "tract", &TractEngine::new(THREADS), &["mobilenet_v2"]);
+    let tract = TractEngine::new(THREADS);
+    bench_engine(c, "tract", &tract, &EngineOptions::default(), &["mobilenet_v2"]);
 }
 
 criterion_group! {
