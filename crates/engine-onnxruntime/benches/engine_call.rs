@@ -25,7 +25,9 @@ const SEQ: usize = 128;
 fn inputs(model: &str, batch: usize) -> Vec<Tensor> {
     if model == "mobilenet_v2" {
         let n = batch * 3 * 224 * 224;
-        let data = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let data = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
         return vec![Tensor::new(vec![batch, 3, 224, 224], TensorData::F32(data)).unwrap()];
     }
     let n = batch * SEQ;
@@ -44,13 +46,12 @@ fn bench_engine(
     options: &EngineOptions,
     models: &[&str],
 ) {
-    let Some(shared) = shared_models() else { return };
+    let Some(shared) = shared_models() else {
+        return;
+    };
     for model in models {
         let session: Box<dyn Session> = engine
-            .load(
-                &shared.join(model).join("1/model.onnx"),
-                options,
-            )
+            .load(&shared.join(model).join("1/model.onnx"), options)
             .unwrap();
         for batch in [1, 8] {
             let input = inputs(model, batch);
@@ -86,7 +87,13 @@ fn engines(c: &mut Criterion) {
     }
     // tract cannot load MiniLM (see the conformance suite).
     let tract = TractEngine::new(THREADS);
-    bench_engine(c, "tract", &tract, &EngineOptions::default(), &["mobilenet_v2"]);
+    bench_engine(
+        c,
+        "tract",
+        &tract,
+        &EngineOptions::default(),
+        &["mobilenet_v2"],
+    );
 }
 
 criterion_group! {
