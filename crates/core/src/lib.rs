@@ -6,13 +6,15 @@
 
 mod engines;
 mod error;
-mod executor;
 mod manager;
 mod version;
 
 pub use engines::{Engines, Selection};
 pub use error::{Error, ErrorKind};
-pub use manager::{ManagerOptions, ModelManager, VersionSelector, VersionState, VersionStatus};
+pub use manager::{
+    BatchingDefaults, ManagerOptions, ModelManager, VersionSelector, VersionState, VersionStatus,
+};
+pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
 pub use quiver_repository::EngineChoice;
 pub use version::shape_text;

@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use quiver_batcher::BatchPolicy;
 use quiver_engine_api::{EngineOptions, OptimizationLevel};
+use quiver_engine_api::{ModelSignature, Session};
 use quiver_repository::{
-    self as repository, EngineChoice, EngineOptionsConfig, ModelDir, RepositoryError, VersionDir,
+    self as repository, BatchingConfig, EngineChoice, EngineOptionsConfig, ModelDir,
+    RepositoryError, VersionDir,
 };
 
 use crate::Error;
@@ -110,10 +113,36 @@ pub struct ManagerOptions {
     /// Where to save every model's optimised graph, as `DIR/NAME/VERSION/model.onnx`, unless
     /// its config names a path.
     pub optimized_model_dir: Option<PathBuf>,
-    /// Engine threads (instances) per loaded version.
+    /// Batching for models whose config does not set it.
+    pub batching: BatchingDefaults,
+}
+
+/// Server-wide batching settings (`--max-batch-size` and friends); a model's `[batching]`
+/// overrides each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchingDefaults {
+    /// Most rows in one engine call; 0: no batching.
+    pub max_batch_size: usize,
+    /// Longest wait for a batch to fill.
+    pub max_queue_delay: Duration,
+    /// Most requests waiting per version.
+    pub max_queue_size: usize,
+    /// Deadline of requests that set none.
+    pub default_timeout: Option<Duration>,
+    /// Engine instances per version.
     pub instances: usize,
-    /// Requests that may wait for a version's engine threads before new ones are refused.
-    pub queue_capacity: usize,
+}
+
+impl Default for BatchingDefaults {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 0,
+            max_queue_delay: Duration::from_micros(500),
+            max_queue_size: 1024,
+            default_timeout: None,
+            instances: 1,
+        }
+    }
 }
 
 impl Default for ManagerOptions {
@@ -122,10 +151,50 @@ impl Default for ManagerOptions {
             default_engine: EngineChoice::Auto,
             optimization: OptimizationLevel::default(),
             optimized_model_dir: None,
-            instances: 1,
-            queue_capacity: 1024,
+            batching: BatchingDefaults::default(),
         }
     }
+}
+
+/// A model's batching: its `[batching]`, then the server's defaults. Batching needs every input
+/// and output to have a dynamic first dimension; a model that asks for batching without one
+/// fails to load, while the server-wide default just leaves such a model unbatched.
+fn batch_policy(
+    name: &str,
+    config: &BatchingConfig,
+    defaults: &BatchingDefaults,
+    signature: &ModelSignature,
+) -> Result<BatchPolicy, String> {
+    let mut max_batch_size = config.max_batch_size.unwrap_or(defaults.max_batch_size);
+    if max_batch_size > 0 {
+        let fixed = signature
+            .inputs
+            .iter()
+            .chain(&signature.outputs)
+            .find(|spec| spec.shape.first() != Some(&-1));
+        if let Some(spec) = fixed {
+            if config.max_batch_size.is_some() {
+                return Err(format!(
+                    "batching.max_batch_size = {max_batch_size} needs every input and output to have a dynamic first dimension; '{}' has shape {}",
+                    spec.name,
+                    crate::shape_text(&spec.shape)
+                ));
+            }
+            tracing::info!(model = name, tensor = %spec.name, "not batching: a tensor has a fixed first dimension");
+            max_batch_size = 0;
+        }
+    }
+    Ok(BatchPolicy {
+        max_batch_size,
+        max_queue_delay: config
+            .max_queue_delay_us
+            .map_or(defaults.max_queue_delay, Duration::from_micros),
+        preferred_batch_sizes: config.preferred_batch_sizes.clone().unwrap_or_default(),
+        max_queue_size: config
+            .max_queue_size
+            .unwrap_or(defaults.max_queue_size)
+            .max(1),
+    })
 }
 
 /// Owns every model version's lifecycle and hands loaded versions to requests.
@@ -211,18 +280,39 @@ impl ModelManager {
             .engines
             .select(config.engine.unwrap_or(self.options.default_engine))?;
         let options = self.engine_options(&model.name, version.version, &config.engine_options);
-        let session = selection
-            .engine
-            .load(&version.model_file, &options)
-            .map_err(|e| format!("{} engine: {e}", selection.engine.name()))?;
+        let defaults = &self.options.batching;
+        let instances = config
+            .batching
+            .instances
+            .unwrap_or(defaults.instances)
+            .max(1);
+        let mut sessions: Vec<Box<dyn Session>> = Vec::with_capacity(instances);
+        for _ in 0..instances {
+            sessions.push(
+                selection
+                    .engine
+                    .load(&version.model_file, &options)
+                    .map_err(|e| format!("{} engine: {e}", selection.engine.name()))?,
+            );
+        }
+        let signature = sessions
+            .first()
+            .map(|s| s.signature().clone())
+            .unwrap_or_default();
+        let policy = batch_policy(&model.name, &config.batching, defaults, &signature)?;
+        let default_timeout = match config.batching.default_timeout_ms {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => defaults.default_timeout,
+        };
         let loaded = LoadedVersion::start(
             &model.name,
             version.version,
             selection.engine.name(),
             selection.engine.platform(),
-            session,
-            self.options.instances,
-            self.options.queue_capacity,
+            sessions,
+            policy,
+            default_timeout,
         )
         .map_err(|e| format!("cannot start the model's threads: {e}"))?;
         Ok((loaded, selection.reason))

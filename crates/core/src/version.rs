@@ -2,11 +2,12 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use quiver_engine_api::{ModelSignature, Session, Tensor, TensorSpec};
+use quiver_batcher::{BatchError, BatchPolicy, Queue, QueueStats};
+use quiver_engine_api::{EngineError, ModelSignature, Session, Tensor, TensorSpec};
 
-use crate::Error;
-use crate::executor::Executor;
+use crate::{Error, ErrorKind};
 
 /// A tensor with the name of the model input or output it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +36,8 @@ pub struct LoadedVersion {
     engine: &'static str,
     platform: &'static str,
     signature: ModelSignature,
-    executor: Executor,
+    queue: Queue,
+    default_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for LoadedVersion {
@@ -50,24 +52,31 @@ impl std::fmt::Debug for LoadedVersion {
 }
 
 impl LoadedVersion {
+    /// Starts serving `sessions` (one per engine instance, each on its own thread) behind a
+    /// queue that batches under `policy`.
     pub(crate) fn start(
         name: &str,
         version: u64,
         engine: &'static str,
         platform: &'static str,
-        session: Box<dyn Session>,
-        threads: usize,
-        queue: usize,
+        sessions: Vec<Box<dyn Session>>,
+        policy: BatchPolicy,
+        default_timeout: Option<Duration>,
     ) -> std::io::Result<Self> {
-        let signature = session.signature().clone();
-        let executor = Executor::start(name, Arc::from(session), threads, queue)?;
+        let signature = sessions
+            .first()
+            .map(|s| s.signature().clone())
+            .unwrap_or_default();
+        let sessions = sessions.into_iter().map(Arc::from).collect();
+        let queue = Queue::start(name, sessions, policy)?;
         Ok(Self {
             name: name.to_owned(),
             version,
             engine,
             platform,
             signature,
-            executor,
+            queue,
+            default_timeout,
         })
     }
 
@@ -96,11 +105,31 @@ impl LoadedVersion {
         &self.signature
     }
 
+    /// How requests are batched (`max_batch_size` 0: not at all).
+    pub fn batch_policy(&self) -> BatchPolicy {
+        self.queue.policy()
+    }
+
+    /// Batches and requests run so far.
+    pub fn batch_stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+
     /// Runs the model on `inputs` (any order, each named once) and returns every output in
-    /// signature order.
-    pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, Error> {
+    /// signature order. A request still waiting at `deadline` (or, without one, after the
+    /// model's `default_timeout_ms`) is answered with [`ErrorKind::Timeout`] without running.
+    pub async fn infer(
+        &self,
+        inputs: Vec<NamedTensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<NamedTensor>, Error> {
         let ordered = order_inputs(&self.signature, inputs)?;
-        let outputs = self.executor.run(ordered).await?;
+        let deadline = deadline.or_else(|| self.default_timeout.map(|t| Instant::now() + t));
+        let outputs = self
+            .queue
+            .run(ordered, deadline)
+            .await
+            .map_err(|e| batch_error(&self.name, e))?;
         if outputs.len() != self.signature.outputs.len() {
             return Err(Error::internal(format!(
                 "the engine returned {} outputs, the signature has {}",
@@ -115,6 +144,27 @@ impl LoadedVersion {
             .zip(outputs)
             .map(|(spec, tensor)| NamedTensor::new(spec.name.clone(), tensor))
             .collect())
+    }
+}
+
+fn batch_error(model: &str, e: BatchError) -> Error {
+    match e {
+        BatchError::Overloaded(queued) => Error::new(
+            ErrorKind::Overloaded,
+            format!("model '{model}' is overloaded ({queued} requests queued); try again later"),
+        ),
+        BatchError::TooManyRows { .. } | BatchError::InvalidInput(_) => {
+            Error::invalid(e.to_string())
+        }
+        BatchError::DeadlineExceeded => Error::new(ErrorKind::Timeout, e.to_string()),
+        BatchError::Stopped => Error::new(ErrorKind::Unavailable, e.to_string()),
+        BatchError::Engine(EngineError::InvalidInput(m)) => Error::invalid(m),
+        BatchError::Engine(EngineError::Unsupported(m)) => {
+            Error::invalid(format!("unsupported by this engine: {m}"))
+        }
+        BatchError::Engine(e @ (EngineError::Load(_) | EngineError::Runtime(_))) => {
+            Error::internal(e.to_string())
+        }
     }
 }
 

@@ -147,6 +147,9 @@ pub struct OnnxRuntimeSession {
     // safe); the lock is uncontended with one engine thread per session.
     session: Mutex<ort::session::Session>,
     signature: ModelSignature,
+    /// Each input's dimension names (`""` for a fixed or unnamed one): inputs that share a
+    /// name must agree on its size, which ONNX Runtime itself does not check.
+    input_symbols: Vec<Vec<String>>,
 }
 
 impl OnnxRuntimeSession {
@@ -187,10 +190,50 @@ impl OnnxRuntimeSession {
         }
         let session = builder.commit_from_file(path).map_err(|e| load_err(&e))?;
         let signature = signature_of(&session)?;
+        let input_symbols = session
+            .inputs()
+            .iter()
+            .map(|outlet| match outlet.dtype() {
+                ValueType::Tensor {
+                    shape,
+                    dimension_symbols,
+                    ..
+                } => shape
+                    .iter()
+                    .zip(dimension_symbols.iter())
+                    .map(|(&d, name)| if d < 0 { name.clone() } else { String::new() })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
         Ok(Self {
             session: Mutex::new(session),
             signature,
+            input_symbols,
         })
+    }
+
+    /// Inputs that share a named dimension must agree on its size.
+    fn check_symbols(&self, inputs: &[Tensor]) -> Result<(), EngineError> {
+        let mut bound: Vec<(&str, usize, usize)> = Vec::new();
+        for (ix, (tensor, names)) in inputs.iter().zip(&self.input_symbols).enumerate() {
+            for (name, &size) in names.iter().zip(tensor.shape()) {
+                if name.is_empty() {
+                    continue;
+                }
+                match bound.iter().find(|(n, _, _)| n == name) {
+                    Some(&(_, first_size, first_ix)) if first_size != size => {
+                        return Err(EngineError::InvalidInput(format!(
+                            "inputs '{}' and '{}' disagree on dimension '{name}': {first_size} vs {size}",
+                            self.signature.inputs[first_ix].name, self.signature.inputs[ix].name
+                        )));
+                    }
+                    Some(_) => {}
+                    None => bound.push((name, size, ix)),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -249,6 +292,7 @@ impl Session for OnnxRuntimeSession {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.check_symbols(&inputs)?;
         let values = inputs
             .into_iter()
             .map(convert::to_ort)

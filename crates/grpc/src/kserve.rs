@@ -13,6 +13,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::inference::grpc_inference_service_server::GrpcInferenceService;
+use crate::inference::infer_parameter::ParameterChoice;
 use crate::inference::model_infer_request::InferInputTensor;
 use crate::inference::model_infer_response::InferOutputTensor;
 use crate::inference::model_metadata_response::TensorMetadata;
@@ -45,10 +46,33 @@ impl InferenceService {
         self.models.get(name, &selector).map_err(status)
     }
 
-    async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+    async fn infer(
+        &self,
+        request: ModelInferRequest,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<ModelInferResponse, Status> {
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
+        let timeout = match request
+            .parameters
+            .get("timeout")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => None,
+            Some(ParameterChoice::Int64Param(us)) if *us >= 0 => {
+                crate::deadline::after(std::time::Duration::from_micros(us.unsigned_abs()))
+            }
+            Some(ParameterChoice::Uint64Param(us)) => {
+                crate::deadline::after(std::time::Duration::from_micros(*us))
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "parameters[\"timeout\"] must be a non-negative integer of microseconds",
+                ));
+            }
+        };
+        let deadline = crate::deadline::earliest(deadline, timeout);
         let inputs = decode_inputs(request.inputs, request.raw_input_contents)?;
-        let outputs = loaded.infer(inputs).await.map_err(status)?;
+        let outputs = loaded.infer(inputs, deadline).await.map_err(status)?;
         let selected = select_outputs(&outputs, &request.outputs)?;
         let mut response = ModelInferResponse {
             model_name: loaded.name().to_owned(),
@@ -311,7 +335,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        self.infer(request.into_inner()).await.map(Response::new)
+        let deadline = crate::deadline::from_metadata(request.metadata());
+        self.infer(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
     }
 
     type ModelStreamInferStream = InferStream;
@@ -322,12 +349,13 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let deadline = crate::deadline::from_metadata(request.metadata());
         let mut inbound = request.into_inner();
         let service = self.clone();
         let outbound = async_stream_from(move |tx| async move {
             while let Some(next) = inbound.next().await {
                 let answer = match next {
-                    Ok(request) => match service.infer(request).await {
+                    Ok(request) => match service.infer(request, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),

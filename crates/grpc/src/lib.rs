@@ -2,6 +2,7 @@
 //! TF Serving's `PredictionService` and `ModelService`, and `grpc.health.v1.Health`. Services
 //! only convert between protobuf and the core's types.
 
+pub mod deadline;
 pub mod kserve;
 pub mod status;
 pub mod tfserving;

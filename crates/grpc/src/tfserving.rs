@@ -228,6 +228,7 @@ impl PredictionService for TfServing {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
+        let deadline = crate::deadline::from_metadata(request.metadata());
         let request = request.into_inner();
         let loaded = self.resolve(request.model_spec.as_ref())?;
         check_signature(request.model_spec.as_ref(), loaded.name())?;
@@ -247,7 +248,7 @@ impl PredictionService for TfServing {
                 )));
             }
         }
-        let outputs = loaded.infer(inputs).await.map_err(status)?;
+        let outputs = loaded.infer(inputs, deadline).await.map_err(status)?;
         let outputs: HashMap<String, TensorProto> = outputs
             .into_iter()
             .filter(|o| request.output_filter.is_empty() || request.output_filter.contains(&o.name))

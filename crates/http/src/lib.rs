@@ -1,6 +1,7 @@
 //! Quiver's HTTP front ends on one listener: the TensorFlow Serving REST API and KServe V2.
 //! Handlers only convert between the wire format and the core's types; every decision about models lives in `quiver-core`.
 
+pub mod deadline;
 pub mod error;
 pub mod json;
 pub mod kserve;

@@ -125,9 +125,45 @@ pub struct EngineConfig {
     #[arg(long, env = "QUIVER_OPTIMIZED_MODEL_DIR", value_name = "DIR")]
     pub optimized_model_dir: Option<PathBuf>,
 
-    /// Requests that may wait for a model's engine before new ones get 429.
-    #[arg(long, env = "QUIVER_MAX_QUEUE_SIZE", default_value_t = 1024)]
+    /// Requests that may wait per model version before new ones get 429 (RESOURCE_EXHAUSTED);
+    /// a model's `[batching] max_queue_size` overrides it.
+    #[arg(long, env = "QUIVER_MAX_QUEUE_SIZE", default_value_t = 1024, value_parser = positive)]
     pub max_queue_size: usize,
+
+    /// Dynamic batching for models whose config does not set it: most rows in one engine call
+    /// (0: no batching). Models with a fixed first dimension are never batched.
+    #[arg(
+        long,
+        env = "QUIVER_MAX_BATCH_SIZE",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_batch_size: usize,
+
+    /// Longest wait, in microseconds, for a batch to fill after its first request.
+    #[arg(
+        long,
+        env = "QUIVER_MAX_QUEUE_DELAY_US",
+        default_value_t = 500,
+        value_name = "US"
+    )]
+    pub max_queue_delay_us: u64,
+
+    /// Deadline, in milliseconds, of requests that set none (gRPC deadline, KServe
+    /// `parameters.timeout`, `X-Quiver-Timeout-Ms`); 0: none. Expired requests get 504
+    /// (DEADLINE_EXCEEDED) without running.
+    #[arg(
+        long,
+        env = "QUIVER_DEFAULT_TIMEOUT_MS",
+        default_value_t = 0,
+        value_name = "MS"
+    )]
+    pub default_timeout_ms: u64,
+
+    /// Engine instances per model version, each a session on its own thread (they share the
+    /// engine's thread pool, so more instances do not mean more compute threads).
+    #[arg(long, env = "QUIVER_INSTANCES", default_value_t = 1, value_parser = positive, value_name = "N")]
+    pub instances: usize,
 }
 
 /// Log output.

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
-use quiver_core::{ManagerOptions, ModelManager};
+use std::time::Duration;
+
+use quiver_core::{BatchingDefaults, ManagerOptions, ModelManager};
 use quiver_grpc::GrpcOptions;
 use quiver_http::AppState;
 use tokio::net::TcpListener;
@@ -65,8 +67,14 @@ pub async fn start(
         default_engine: engine.engine,
         optimization: engine.graph_optimization_level,
         optimized_model_dir: engine.optimized_model_dir.clone(),
-        instances: 1,
-        queue_capacity: engine.max_queue_size.max(1),
+        batching: BatchingDefaults {
+            max_batch_size: engine.max_batch_size,
+            max_queue_delay: Duration::from_micros(engine.max_queue_delay_us),
+            max_queue_size: engine.max_queue_size,
+            default_timeout: (engine.default_timeout_ms > 0)
+                .then(|| Duration::from_millis(engine.default_timeout_ms)),
+            instances: engine.instances,
+        },
     };
     let models = Arc::new(ModelManager::new(engines, options));
     let repository = config.model_repository.clone();

@@ -13,6 +13,14 @@
 //! inter_op_threads = 1
 //! graph_optimization_level = "all" # disable | basic | extended | all
 //! optimized_model_path = "optimized.onnx"  # relative to the model directory
+//!
+//! [batching]
+//! max_batch_size = 64              # 0 = the model does not batch
+//! max_queue_delay_us = 500
+//! preferred_batch_sizes = [16, 32]
+//! max_queue_size = 1024
+//! default_timeout_ms = 10000       # 0 = no deadline unless the request sets one
+//! instances = 1
 //! ```
 
 use std::fs;
@@ -78,6 +86,27 @@ pub struct ModelConfig {
     /// Engine settings; each unset one comes from the server-wide flag.
     #[serde(default)]
     pub engine_options: EngineOptionsConfig,
+    /// Dynamic batching; each unset key comes from the server-wide flag.
+    #[serde(default)]
+    pub batching: BatchingConfig,
+}
+
+/// The `[batching]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most rows in one engine call; 0: the model does not batch.
+    pub max_batch_size: Option<usize>,
+    /// Longest wait, in microseconds, for a batch to fill after its first request.
+    pub max_queue_delay_us: Option<u64>,
+    /// Batch sizes at which a batch closes at once.
+    pub preferred_batch_sizes: Option<Vec<usize>>,
+    /// Most requests waiting; more get "overloaded" (HTTP 429).
+    pub max_queue_size: Option<usize>,
+    /// Deadline, in milliseconds, of requests that set none; 0: none.
+    pub default_timeout_ms: Option<u64>,
+    /// Engine instances (each a session on its own thread).
+    pub instances: Option<usize>,
 }
 
 /// The `[engine_options]` table.
@@ -158,6 +187,23 @@ pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
             ));
         }
     }
+    let batching = &config.batching;
+    for (key, value) in [
+        ("max_queue_size", batching.max_queue_size),
+        ("instances", batching.instances),
+    ] {
+        if value == Some(0) {
+            return Err(format!("batching.{key}: expected a positive number, got 0"));
+        }
+    }
+    if let Some(preferred) = &batching.preferred_batch_sizes {
+        let max = batching.max_batch_size.unwrap_or(usize::MAX);
+        if let Some(bad) = preferred.iter().find(|&&p| p == 0 || p > max) {
+            return Err(format!(
+                "batching.preferred_batch_sizes: {bad} is not between 1 and max_batch_size ({max})"
+            ));
+        }
+    }
     Ok(config)
 }
 
@@ -197,6 +243,13 @@ mod tests {
         assert!(e.contains("engine_options.inter_op_threads"), "{e}");
         let e = parse_config("[engine_options]\ngraph_optimization_level = \"max\"").unwrap_err();
         assert!(e.contains("max"), "{e}");
+        let e = parse_config("[batching]\nmax_batch_size = 8\npreferred_batch_sizes = [4, 16]")
+            .unwrap_err();
+        assert!(e.contains("batching.preferred_batch_sizes: 16"), "{e}");
+        let e = parse_config("[batching]\ninstances = 0").unwrap_err();
+        assert!(e.contains("batching.instances"), "{e}");
+        let c = parse_config("[batching]\nmax_batch_size = 64\nmax_queue_delay_us = 500").unwrap();
+        assert_eq!(c.batching.max_batch_size, Some(64));
     }
 
     #[test]

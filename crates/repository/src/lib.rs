@@ -9,8 +9,8 @@
 mod config;
 
 pub use config::{
-    CONFIG_FILE, ConfigError, EngineChoice, EngineOptionsConfig, ModelConfig, load_config,
-    parse_config,
+    BatchingConfig, CONFIG_FILE, ConfigError, EngineChoice, EngineOptionsConfig, ModelConfig,
+    load_config, parse_config,
 };
 
 use std::fs;

@@ -207,6 +207,17 @@ pub fn fixtures(engine: &dyn Engine) -> anyhow::Result<()> {
         "multi_io: {out:?}"
     );
 
+    // 'a' and 'b' share the dimension 'batch': sizes that disagree are the client's mistake.
+    match s.run(vec![
+        tensor(&[2, 2], TensorData::F32(vec![0.0; 4])),
+        tensor(&[3], TensorData::I32(vec![0; 3])),
+    ]) {
+        Err(EngineError::InvalidInput(m)) if m.contains("disagree on dimension") => {}
+        other => {
+            bail!("multi_io with 2 and 3 rows: expected 'disagree on dimension', got {other:?}")
+        }
+    }
+
     let s = load(engine, &crate::fixture_model("int_affine"))?;
     let out = s.run(vec![tensor(&[1, 2], TensorData::I64(vec![5, -7]))])?;
     ensure!(

@@ -21,6 +21,8 @@ pub struct InferRequest {
     pub outputs: Vec<RequestedOutput>,
     /// `parameters.binary_data_output`: outputs as binary unless an output says otherwise.
     pub binary_output: bool,
+    /// `parameters.timeout`: how long the request may take, in microseconds (Triton's meaning).
+    pub timeout_us: Option<u64>,
 }
 
 /// One entry of a request's `outputs`.
@@ -54,18 +56,22 @@ pub fn decode_infer(header: &[u8], binary: &[u8]) -> Result<InferRequest, Decode
     let mut pending = Vec::new();
     let mut outputs = Vec::new();
     let mut binary_output = false;
+    let mut timeout_us = None;
     let mut saw_inputs = false;
     while let Some(key) = r.next_key(&mut first)? {
         match key.as_ref() {
             "id" => id = Some(read_string(&mut r, "id")?),
             "parameters" => {
-                read_parameters(&mut r, "parameters", |key, r| {
-                    if key == "binary_data_output" {
+                read_parameters(&mut r, "parameters", |key, r| match key {
+                    "binary_data_output" => {
                         binary_output = read_bool(r, "parameters.binary_data_output")?;
                         Ok(true)
-                    } else {
-                        Ok(false)
                     }
+                    "timeout" => {
+                        timeout_us = Some(read_size(r, "parameters.timeout")? as u64);
+                        Ok(true)
+                    }
+                    _ => Ok(false),
                 })?;
             }
             "inputs" => {
@@ -102,6 +108,7 @@ pub fn decode_infer(header: &[u8], binary: &[u8]) -> Result<InferRequest, Decode
         inputs,
         outputs,
         binary_output,
+        timeout_us,
     })
 }
 

@@ -218,7 +218,13 @@ async fn run_infer(
 ) -> Result<Response, ApiError> {
     let (json, binary) = split_body(headers, body)?;
     let request = decode_infer(json, binary)?;
-    let outputs = loaded.infer(request.inputs).await?;
+    let deadline = crate::deadline::earliest(
+        crate::deadline::from_headers(headers)?,
+        request
+            .timeout_us
+            .and_then(|us| crate::deadline::after(std::time::Duration::from_micros(us))),
+    );
+    let outputs = loaded.infer(request.inputs, deadline).await?;
     let selected = select_outputs(&outputs, &request.outputs, request.binary_output)?;
     let (mut json, binary) = encode_infer(
         loaded.name(),

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use quiver_core::{LoadedVersion, TensorSpec, VersionSelector, VersionStatus};
@@ -80,6 +80,7 @@ async fn dispatch(
     State(state): State<AppState>,
     Path(rest): Path<String>,
     method: Method,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let route = parse_route(&rest).ok_or_else(|| {
@@ -109,7 +110,8 @@ async fn dispatch(
         Target::Predict => {
             let body = body.map_err(body_error)?;
             let loaded = state.models.get(&route.model, &selector)?;
-            predict(&loaded, &body).await
+            let deadline = crate::deadline::from_headers(&headers)?;
+            predict(&loaded, &body, deadline).await
         }
         Target::Classify | Target::Regress => {
             let loaded = state.models.get(&route.model, &selector)?;
@@ -126,7 +128,11 @@ async fn dispatch(
     }
 }
 
-async fn predict(loaded: &LoadedVersion, body: &[u8]) -> Result<Response, ApiError> {
+async fn predict(
+    loaded: &LoadedVersion,
+    body: &[u8],
+    deadline: Option<std::time::Instant>,
+) -> Result<Response, ApiError> {
     let request = codec::decode_predict(body, loaded.signature())?;
     if let Some(name) = request.signature_name.as_deref()
         && !name.is_empty()
@@ -137,7 +143,7 @@ async fn predict(loaded: &LoadedVersion, body: &[u8]) -> Result<Response, ApiErr
             loaded.name()
         )));
     }
-    let outputs = loaded.infer(request.inputs).await?;
+    let outputs = loaded.infer(request.inputs, deadline).await?;
     let body = codec::encode_predict(request.format, &outputs).map_err(ApiError::bad_request)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -1,0 +1,15 @@
+//! Dynamic batching for Quiver: many small requests to one model version become one engine call.
+//!
+//! - [`state`]: [`QueueState`], the pure batching rules (when a batch closes, which requests it
+//!   takes, which are dropped), tested without threads or clocks.
+//! - [`queue`]: [`Queue`], the handle the front ends push into, and one worker OS thread per
+//!   engine instance that takes batches, runs them and hands every request exactly its rows.
+//!
+//! A full queue refuses at once ([`BatchError::Overloaded`]) instead of growing; a request whose
+//! deadline passes while it waits, or whose client went away, never reaches the engine.
+
+pub mod queue;
+pub mod state;
+
+pub use queue::{BatchError, Queue, QueueStats};
+pub use state::{BatchPolicy, QueueState};

@@ -1,0 +1,148 @@
+//! The batcher with a real engine (tract) and real models: every request gets exactly its own
+//! rows, batches larger than one form under concurrency, a full queue refuses at once.
+
+#![allow(clippy::unwrap_used)] // a test may panic
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver_batcher::{BatchError, BatchPolicy, Queue};
+use quiver_engine_api::{Engine, EngineOptions, Session, Tensor, TensorData};
+use quiver_engine_tract::TractEngine;
+use quiver_test_support::{conformance, fixture_model};
+
+fn session(path: &std::path::Path) -> Arc<dyn Session> {
+    Arc::from(
+        TractEngine::new(1)
+            .load(path, &EngineOptions::default())
+            .unwrap(),
+    )
+}
+
+fn rows(n: usize, seed: usize) -> Tensor {
+    let data = (0..n * 64)
+        .map(|i| (((i + seed * 131) * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    Tensor::new(vec![n, 64], TensorData::F32(data)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_its_own_rows() {
+    let dense = session(&fixture_model("dense"));
+    let policy = BatchPolicy {
+        max_batch_size: 16,
+        max_queue_delay: Duration::from_millis(20),
+        preferred_batch_sizes: vec![],
+        max_queue_size: 1024,
+    };
+    let queue = Arc::new(Queue::start("dense", vec![Arc::clone(&dense)], policy).unwrap());
+    // 64 clients, each with distinct inputs of 1 to 3 rows.
+    let mut clients = Vec::new();
+    for client in 0..64 {
+        let queue = Arc::clone(&queue);
+        let input = rows(1 + client % 3, client);
+        clients.push(tokio::spawn(async move {
+            let out = queue.run(vec![input.clone()], None).await.unwrap();
+            (input, out)
+        }));
+    }
+    for client in clients {
+        let (input, batched) = client.await.unwrap();
+        let alone = dense.run(vec![input]).unwrap();
+        conformance::close(&batched[0], &alone[0]).unwrap();
+        assert_eq!(batched[0].shape(), alone[0].shape());
+    }
+    let stats = queue.stats();
+    assert_eq!(stats.requests, 64);
+    assert!(stats.largest_batch > 1, "no batch formed: {stats:?}");
+    assert!(stats.batches < 64, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_other_shapes_are_not_mixed() {
+    let echo = session(&fixture_model("half_plus_two"));
+    let policy = BatchPolicy {
+        max_batch_size: 8,
+        max_queue_delay: Duration::from_millis(20),
+        ..BatchPolicy::default()
+    };
+    let queue = Arc::new(Queue::start("half_plus_two", vec![echo], policy).unwrap());
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let queue = Arc::clone(&queue);
+        clients.push(tokio::spawn(async move {
+            let x = Tensor::new(vec![1, 3], TensorData::F32(vec![i as f32; 3])).unwrap();
+            queue.run(vec![x], None).await.unwrap()
+        }));
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        let out = client.await.unwrap();
+        assert_eq!(
+            out[0].data(),
+            &TensorData::F32(vec![0.5 * i as f32 + 2.0; 3])
+        );
+    }
+    // A scalar cannot be batched; a request over max_batch_size is refused, not split.
+    let too_big = Tensor::new(vec![9, 3], TensorData::F32(vec![0.0; 27])).unwrap();
+    assert_eq!(
+        queue.run(vec![too_big], None).await.unwrap_err(),
+        BatchError::TooManyRows { rows: 9, max: 8 }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once_and_recovers() {
+    let slow = session(&conformance::model("slow"));
+    let policy = BatchPolicy {
+        max_batch_size: 0,
+        max_queue_size: 2,
+        ..BatchPolicy::default()
+    };
+    let queue = Arc::new(Queue::start("slow", vec![slow], policy).unwrap());
+    let x = || Tensor::new(vec![1, 256], TensorData::F32(vec![0.1; 256])).unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let queue = Arc::clone(&queue);
+        let input = x();
+        clients.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let result = queue.run(vec![input], None).await;
+            (result, started.elapsed())
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for client in clients {
+        match client.await.unwrap() {
+            (Ok(_), _) => ok += 1,
+            (Err(BatchError::Overloaded(_)), took) => {
+                refused += 1;
+                assert!(took < Duration::from_millis(100), "refused after {took:?}");
+            }
+            (Err(e), _) => panic!("{e}"),
+        }
+    }
+    assert!(ok >= 2 && refused >= 1, "ok {ok}, refused {refused}");
+    assert_eq!(ok + refused, 20);
+    queue.run(vec![x()], None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_never_runs() {
+    let slow = session(&conformance::model("slow"));
+    let queue = Arc::new(Queue::start("slow", vec![slow], BatchPolicy::default()).unwrap());
+    let x = || Tensor::new(vec![4, 256], TensorData::F32(vec![0.1; 1024])).unwrap();
+    // Occupy the only instance, then queue a request that expires while it waits.
+    let busy = {
+        let queue = Arc::clone(&queue);
+        let input = x();
+        tokio::spawn(async move { queue.run(vec![input], None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let deadline = Some(Instant::now() + Duration::from_millis(1));
+    assert_eq!(
+        queue.run(vec![x()], deadline).await.unwrap_err(),
+        BatchError::DeadlineExceeded
+    );
+    busy.await.unwrap().unwrap();
+    assert_eq!(queue.stats().requests, 1, "the expired request did not run");
+}

@@ -1,0 +1,42 @@
+//! Per-request deadlines over HTTP. HTTP has no standard deadline header, so Quiver reads
+//! `X-Quiver-Timeout-Ms` on both REST APIs; a KServe V2 request may also carry Triton's
+//! `parameters.timeout` (microseconds). A request without either gets its model's
+//! `default_timeout_ms`.
+
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+
+use crate::error::ApiError;
+
+/// The header that carries a request's timeout, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "x-quiver-timeout-ms";
+
+/// The deadline a request's headers ask for, if any.
+pub fn from_headers(headers: &HeaderMap) -> Result<Option<Instant>, ApiError> {
+    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(None);
+    };
+    let ms = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("X-Quiver-Timeout-Ms must be a whole number of milliseconds")
+        })?;
+    Ok(after(Duration::from_millis(ms)))
+}
+
+/// `timeout` from now, or `None` when it is too far away to represent (no deadline then).
+pub fn after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The earlier of two optional deadlines.
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
