@@ -38,6 +38,7 @@ pub struct LoadedVersion {
     signature: ModelSignature,
     queue: Queue,
     default_timeout: Option<Duration>,
+    instances: usize,
 }
 
 impl std::fmt::Debug for LoadedVersion {
@@ -67,6 +68,7 @@ impl LoadedVersion {
             .first()
             .map(|s| s.signature().clone())
             .unwrap_or_default();
+        let instances = sessions.len();
         let sessions = sessions.into_iter().map(Arc::from).collect();
         let queue = Queue::start(name, sessions, policy)?;
         Ok(Self {
@@ -77,6 +79,7 @@ impl LoadedVersion {
             signature,
             queue,
             default_timeout,
+            instances,
         })
     }
 
@@ -108,6 +111,11 @@ impl LoadedVersion {
     /// How requests are batched (`max_batch_size` 0: not at all).
     pub fn batch_policy(&self) -> BatchPolicy {
         self.queue.policy()
+    }
+
+    /// Engine instances (sessions on their own threads).
+    pub fn instances(&self) -> usize {
+        self.instances
     }
 
     /// Batches and requests run so far.

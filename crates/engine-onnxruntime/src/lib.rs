@@ -203,7 +203,10 @@ impl OnnxRuntimeSession {
                     .zip(dimension_symbols.iter())
                     .map(|(&d, name)| if d < 0 { name.clone() } else { String::new() })
                     .collect(),
-                _ => Vec::new(),
+                // Inputs are all tensors (checked by signature_of).
+                ValueType::Sequence(_) | ValueType::Map { .. } | ValueType::Optional(_) => {
+                    Vec::new()
+                }
             })
             .collect();
         Ok(Self {

@@ -215,35 +215,57 @@ fn tensor_metadata(spec: &TensorSpec) -> TensorMetadata {
     }
 }
 
+/// A count for an `int32` config field (counts this large do not occur; saturate if one did).
+fn int32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 fn config_type(dtype: DataType) -> pb::DataType {
     pb::DataType::from_str_name(dtype.triton_config_name()).unwrap_or(pb::DataType::TypeInvalid)
 }
 
-/// The model's configuration in Triton's form; as over HTTP, no server-side batching yet.
+/// The model's configuration in Triton's form, as over HTTP: a batching model reports its
+/// `max_batch_size`, dims without the batch dimension and its `dynamic_batching`.
 fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
     let signature = loaded.signature();
+    let policy = loaded.batch_policy();
+    let batching = policy.max_batch_size > 0;
+    let dims = |shape: &[i64]| {
+        if batching {
+            shape[1..].to_vec()
+        } else {
+            shape.to_vec()
+        }
+    };
     pb::ModelConfig {
         name: loaded.name().to_owned(),
         platform: loaded.platform().to_owned(),
-        backend: loaded
-            .platform()
-            .split('_')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+        backend: loaded.engine().to_owned(),
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(
                 pb::model_version_policy::Latest { num_versions: 1 },
             )),
         }),
-        max_batch_size: 0,
+        max_batch_size: int32(policy.max_batch_size),
+        scheduling_choice: batching.then(|| {
+            pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
+                preferred_batch_size: policy
+                    .preferred_batch_sizes
+                    .iter()
+                    .map(|&n| int32(n))
+                    .collect(),
+                max_queue_delay_microseconds: u64::try_from(policy.max_queue_delay.as_micros())
+                    .unwrap_or(u64::MAX),
+                preserve_ordering: false,
+            })
+        }),
         input: signature
             .inputs
             .iter()
             .map(|s| pb::ModelInput {
                 name: s.name.clone(),
                 data_type: config_type(s.dtype).into(),
-                dims: s.shape.clone(),
+                dims: dims(&s.shape),
                 optional: false,
             })
             .collect(),
@@ -253,13 +275,13 @@ fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
             .map(|s| pb::ModelOutput {
                 name: s.name.clone(),
                 data_type: config_type(s.dtype).into(),
-                dims: s.shape.clone(),
+                dims: dims(&s.shape),
                 label_filename: String::new(),
             })
             .collect(),
         instance_group: vec![pb::ModelInstanceGroup {
             name: loaded.name().to_owned(),
-            count: 1,
+            count: int32(loaded.instances()),
             kind: pb::model_instance_group::Kind::Cpu.into(),
         }],
         ..pb::ModelConfig::default()

@@ -154,20 +154,37 @@ async fn model_config_version(
 }
 
 /// The model's configuration in Triton's JSON form (what `perf_analyzer` and Triton clients read).
-/// Without server-side batching, `max_batch_size` is 0 and dims include the batch dimension.
+/// A batching model reports its `max_batch_size` and dims without the batch dimension, as Triton
+/// does; otherwise `max_batch_size` is 0 and dims are the full shape.
 pub fn config_json(loaded: &LoadedVersion) -> Value {
-    let tensor = |spec: &TensorSpec| json!({ "name": spec.name, "data_type": spec.dtype.triton_config_name(), "dims": spec.shape });
+    let policy = loaded.batch_policy();
+    let batching = policy.max_batch_size > 0;
+    let tensor = |spec: &TensorSpec| {
+        let dims = if batching {
+            &spec.shape[1..]
+        } else {
+            &spec.shape[..]
+        };
+        json!({ "name": spec.name, "data_type": spec.dtype.triton_config_name(), "dims": dims })
+    };
     let signature = loaded.signature();
-    json!({
+    let mut config = json!({
         "name": loaded.name(),
         "platform": loaded.platform(),
-        "backend": loaded.platform().split('_').next().unwrap_or_default(),
-        "max_batch_size": 0,
+        "backend": loaded.engine(),
+        "max_batch_size": policy.max_batch_size,
         "input": signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
         "output": signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
         "version_policy": { "latest": { "num_versions": 1 } },
-        "instance_group": [{ "name": loaded.name(), "kind": "KIND_CPU", "count": 1 }],
-    })
+        "instance_group": [{ "name": loaded.name(), "kind": "KIND_CPU", "count": loaded.instances() }],
+    });
+    if batching {
+        config["dynamic_batching"] = json!({
+            "preferred_batch_size": policy.preferred_batch_sizes,
+            "max_queue_delay_microseconds": u64::try_from(policy.max_queue_delay.as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+    config
 }
 
 async fn infer(

@@ -1,0 +1,244 @@
+//! Dynamic batching through the real binary: concurrent clients each get the answer for their
+//! own input while batches larger than one form; an overloaded model answers 429 at once and
+//! recovers; an expired request answers 504.
+
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use quiver_test_support::{ServerProcess, TempRepository, conformance, fixture_model};
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_quiver"))
+}
+
+fn infer(client: &reqwest::blocking::Client, url: &str, model: &str, rows: &[Vec<f32>]) -> Value {
+    let width = rows[0].len();
+    let data: Vec<f32> = rows.concat();
+    let body = json!({"inputs": [{"name": "x", "shape": [rows.len(), width], "datatype": "FP32", "data": data}]});
+    let response = client
+        .post(format!("{url}/v2/models/{model}/infer"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().unwrap()
+}
+
+#[test]
+fn concurrent_clients_get_their_own_rows_from_shared_batches() {
+    let repo = TempRepository::new().unwrap();
+    repo.add("dense", 1, &fixture_model("dense")).unwrap();
+    repo.add("dense_alone", 1, &fixture_model("dense")).unwrap();
+    repo.write(
+        "dense/config.toml",
+        b"[batching]\nmax_batch_size = 16\nmax_queue_delay_us = 20000\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start_with_env(
+        bin(),
+        &["--model-repository", repo.path().to_str().unwrap()],
+        &[("QUIVER_LOG", "info,quiver_batcher=debug")],
+    )
+    .unwrap();
+    let url = server.url();
+    let config: Value = reqwest::blocking::get(format!("{url}/v2/models/dense/config"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(config["max_batch_size"], 16);
+    assert_eq!(config["input"][0]["dims"], json!([64]));
+    assert_eq!(
+        config["dynamic_batching"]["max_queue_delay_microseconds"],
+        20000
+    );
+
+    // 64 clients, each with its own 1-3 distinct rows, all at once.
+    let inputs: Vec<Vec<Vec<f32>>> = (0..64)
+        .map(|client| {
+            (0..1 + client % 3)
+                .map(|row| {
+                    (0..64)
+                        .map(|i| {
+                            (((i + row * 17 + client * 131) * 7919) % 1000) as f32 / 500.0 - 1.0
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let batched: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = inputs
+            .iter()
+            .map(|rows| {
+                let url = url.clone();
+                scope.spawn(move || infer(&reqwest::blocking::Client::new(), &url, "dense", rows))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let client = reqwest::blocking::Client::new();
+    for (rows, answer) in inputs.iter().zip(&batched) {
+        let alone = infer(&client, &url, "dense_alone", rows);
+        let output = &answer["outputs"][0];
+        assert_eq!(output["shape"], json!([rows.len(), 10]));
+        let to_tensor = |v: &Value| {
+            let data = v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            quiver_engine_api::Tensor::new(
+                vec![rows.len(), 10],
+                quiver_engine_api::TensorData::F32(data),
+            )
+            .unwrap()
+        };
+        conformance::close(&to_tensor(output), &to_tensor(&alone["outputs"][0])).unwrap();
+    }
+    let log = server.log();
+    let largest = log
+        .lines()
+        .filter(|l| l.contains("running a batch") && l.contains("model=\"dense\""))
+        .filter_map(|l| {
+            l.split("requests=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(largest > 1, "no batch larger than 1 in the log:\n{log}");
+}
+
+#[test]
+fn an_overloaded_model_answers_429_at_once_and_recovers() {
+    let repo = TempRepository::new().unwrap();
+    repo.add("slow", 1, &conformance::model("slow")).unwrap();
+    repo.write(
+        "slow/config.toml",
+        b"engine = \"tract\"\n[batching]\nmax_queue_size = 2\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--intra-op-threads",
+            "1",
+        ],
+    )
+    .unwrap();
+    let url = server.url();
+    let row = vec![vec![0.1f32; 256]; 8];
+    let results: Vec<(u16, Value, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| {
+                let (url, row) = (url.clone(), row.clone());
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let body = json!({"instances": row});
+                    let response = reqwest::blocking::Client::new()
+                        .post(format!("{url}/v1/models/slow:predict"))
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    (status, response.json().unwrap(), started.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(ok + refused.len(), 24, "{results:?}");
+    assert!(
+        ok >= 1 && !refused.is_empty(),
+        "ok {ok}, refused {}",
+        refused.len()
+    );
+    let slowest_ok = results
+        .iter()
+        .filter(|r| r.0 == 200)
+        .map(|r| r.2)
+        .max()
+        .unwrap();
+    for (_, body, took) in &refused {
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("model 'slow' is overloaded"),
+            "{body}"
+        );
+        assert!(
+            *took < slowest_ok,
+            "a refusal took {took:?}, as long as the work"
+        );
+    }
+    // Load gone: the model serves again.
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/models/slow:predict"))
+        .json(&json!({"instances": [vec![0.1f32; 256]]}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[test]
+fn a_request_that_waits_past_its_deadline_gets_504() {
+    let repo = TempRepository::new().unwrap();
+    repo.add("slow", 1, &conformance::model("slow")).unwrap();
+    repo.write("slow/config.toml", b"engine = \"tract\"\n")
+        .unwrap();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--intra-op-threads",
+            "1",
+        ],
+    )
+    .unwrap();
+    let url = server.url();
+    std::thread::scope(|scope| {
+        // Keep the only instance busy for a while.
+        let busy = scope.spawn(|| {
+            reqwest::blocking::Client::new()
+                .post(format!("{url}/v1/models/slow:predict"))
+                .json(&json!({"instances": vec![vec![0.1f32; 256]; 32]}))
+                .send()
+                .unwrap()
+                .status()
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{url}/v1/models/slow:predict"))
+            .header("X-Quiver-Timeout-Ms", "1")
+            .json(&json!({"instances": [vec![0.1f32; 256]]}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 504);
+        let body: Value = response.json().unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("deadline"),
+            "{body}"
+        );
+        assert_eq!(busy.join().unwrap(), 200);
+    });
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/models/slow:predict"))
+        .header("X-Quiver-Timeout-Ms", "soon")
+        .json(&json!({"instances": [vec![0.1f32; 256]]}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
