@@ -63,6 +63,11 @@ fn help_documents_every_flag_and_its_environment_variable() {
         "--inter-op-threads",
         "--graph-optimization-level",
         "--optimized-model-dir",
+        "--max-queue-size",
+        "--max-batch-size",
+        "--max-queue-delay-us",
+        "--default-timeout-ms",
+        "--instances",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         let env = format!(

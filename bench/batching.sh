@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Dynamic batching under load, with Triton's perf_analyzer against the release binary:
+#   1. the dense 64→256→10 fixture at concurrency 32, batching off vs on (V2 HTTP JSON and V2 gRPC);
+#   2. all_minilm_l6_v2 (seq 128) on ONNX Runtime at concurrency 16, unbatched vs batched
+#      (compare with the in-process engine at batch 8: bench/engine_call.sh);
+#   3. latency at concurrency 1, batching off vs on (the added latency should stay below
+#      max_queue_delay + 1 ms).
+#
+#   bench/batching.sh [SECONDS_PER_POINT]      (default 5)
+#
+# Needs what bench/load_test.sh needs, ../shared/models, and fetches ONNX Runtime's library.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-5}
+bin=target/release/quiver
+pa=target/venv/bin/perf_analyzer
+shared=${QUIVER_SHARED_MODELS:-$PWD/../shared/models}
+[ -x "$bin" ] || { echo "build it first: cargo build --release" >&2; exit 1; }
+[ -x "$pa" ] || { echo "no $pa: run scripts/test.sh once" >&2; exit 1; }
+cudart=$(target/venv/bin/python -c 'import nvidia.cuda_runtime, pathlib; print(pathlib.Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib")')
+export LD_LIBRARY_PATH="$cudart:${LD_LIBRARY_PATH:-}"
+ort=$(scripts/fetch-onnxruntime.sh | tail -n 1)
+
+repo=$(mktemp -d)
+log=$(mktemp)
+for name in dense dense_batched; do
+    mkdir -p "$repo/$name/1"
+    cp crates/test-support/fixtures/models/dense/1/model.onnx "$repo/$name/1/"
+done
+printf '[batching]\nmax_batch_size = 32\nmax_queue_delay_us = 500\n' >"$repo/dense_batched/config.toml"
+for name in minilm minilm_batched; do
+    mkdir -p "$repo/$name/1"
+    ln -s "$shared/all_minilm_l6_v2/1/model.onnx" "$repo/$name/1/model.onnx"
+    printf 'engine = "onnxruntime"\n' >"$repo/$name/config.toml"
+done
+printf '[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 5000\npreferred_batch_sizes = [8]\n' >>"$repo/minilm_batched/config.toml"
+
+"$bin" serve --model-repository "$repo" --host 127.0.0.1 --rest-port 0 --grpc-port 0 \
+    --onnxruntime-lib "$ort" 2>"$log" &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$log" "$repo"' EXIT
+for _ in $(seq 300); do
+    grep -q "gRPC API listening" "$log" && break
+    sleep 0.1
+done
+rest=$(sed -n 's/.*REST API listening on http:\/\///p' "$log" | head -1)
+grpc=$(sed -n 's/.*gRPC API listening on //p' "$log" | head -1)
+
+point() { # model protocol concurrency [extra perf_analyzer args...]
+    local model=$1 protocol=$2 concurrency=$3
+    shift 3
+    case $protocol in
+        "V2 HTTP JSON") args=(-i http -u "$rest" --input-tensor-format json --output-tensor-format json) ;;
+        "V2 gRPC") args=(-i grpc -u "$grpc") ;;
+    esac
+    out=$("$pa" -m "$model" "${args[@]}" "$@" --concurrency-range "$concurrency" \
+        --measurement-interval $((seconds * 1000)) --max-trials 5 --stability-percentage 50 2>&1) || {
+        echo "perf_analyzer failed: $out" >&2; exit 1; }
+    throughput=$(sed -n 's/.*Throughput: \([0-9.]*\) infer\/sec.*/\1/p' <<<"$out" | tail -1)
+    p50=$(sed -n 's/.*p50 latency: \([0-9]*\) usec.*/\1/p' <<<"$out" | tail -1)
+    p99=$(sed -n 's/.*p99 latency: \([0-9]*\) usec.*/\1/p' <<<"$out" | tail -1)
+    echo "| $model | $protocol | $concurrency | $throughput | $p50 | $p99 |"
+}
+
+echo "| model | protocol | concurrency | infer/s | p50 µs | p99 µs |"
+echo "|---|---|---|---|---|---|"
+for protocol in "V2 HTTP JSON" "V2 gRPC"; do
+    point dense "$protocol" 32 --shape x:1,64
+    point dense_batched "$protocol" 32
+done
+minilm_shapes=(--shape input_ids:128 --shape attention_mask:128 --shape token_type_ids:128)
+point minilm "V2 gRPC" 16 --input-data zero --shape input_ids:1,128 --shape attention_mask:1,128 --shape token_type_ids:1,128
+point minilm_batched "V2 gRPC" 16 --input-data zero "${minilm_shapes[@]}"
+for protocol in "V2 HTTP JSON"; do
+    point dense "$protocol" 1 --shape x:1,64
+    point dense_batched "$protocol" 1
+done
