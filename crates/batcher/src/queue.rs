@@ -156,7 +156,7 @@ impl Queue {
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, BatchError> {
         let (reply, answer) = oneshot::channel();
-        {
+        let wake = {
             let mut inner = self.shared.lock();
             if inner.closed {
                 return Err(BatchError::Stopped);
@@ -185,8 +185,11 @@ impl Queue {
                     Refused::Full => BatchError::Overloaded(inner.state.len()),
                     Refused::TooManyRows { rows, max } => BatchError::TooManyRows { rows, max },
                 })?;
+            inner.state.worth_a_look()
+        };
+        if wake {
+            self.shared.wake.notify_one();
         }
-        self.shared.wake.notify_one();
         answer.await.unwrap_or(Err(BatchError::Stopped))
     }
 }

@@ -94,6 +94,8 @@ impl<T> Default for Dropped<T> {
 pub struct QueueState<T> {
     policy: BatchPolicy,
     waiting: VecDeque<Entry<T>>,
+    /// Rows of all waiting requests.
+    rows: usize,
 }
 
 impl<T> QueueState<T> {
@@ -102,6 +104,7 @@ impl<T> QueueState<T> {
         Self {
             policy,
             waiting: VecDeque::new(),
+            rows: 0,
         }
     }
 
@@ -130,8 +133,22 @@ impl<T> QueueState<T> {
         if self.waiting.len() >= self.policy.max_queue_size {
             return Err((Refused::Full, entry));
         }
+        self.rows += entry.rows;
         self.waiting.push_back(entry);
         Ok(())
+    }
+
+    /// Whether the request just pushed may have made a batch ready, so a waiting worker should
+    /// look now rather than at the time it set: the queue was empty (the delay starts), batching
+    /// is off, or the waiting rows reach the maximum or a preferred size. Waking a worker for
+    /// every request of a filling batch would cost a context switch each — more than batching
+    /// saves on a tiny model.
+    pub fn worth_a_look(&self) -> bool {
+        let max = self.policy.max_batch_size;
+        max == 0
+            || self.waiting.len() == 1
+            || self.rows >= max
+            || self.policy.preferred_batch_sizes.contains(&self.rows)
     }
 
     /// Removes what must not run (deadline passed before `now`, or `cancelled`), then decides.
@@ -148,7 +165,8 @@ impl<T> QueueState<T> {
         };
         let max = self.policy.max_batch_size;
         if max == 0 {
-            let batch = self.waiting.pop_front().into_iter().collect();
+            let batch: Vec<Entry<T>> = self.waiting.pop_front().into_iter().collect();
+            self.rows -= batch.iter().map(|e| e.rows).sum::<usize>();
             return (Next::Batch(batch), dropped);
         }
         // Walk the compatible requests: `taken` are their positions, `preferred_at` how many of
@@ -186,11 +204,13 @@ impl<T> QueueState<T> {
             }
         }
         batch.reverse();
+        self.rows -= batch.iter().map(|e| e.rows).sum::<usize>();
         (Next::Batch(batch), dropped)
     }
 
     /// Takes every waiting request out (the queue is shutting down without a worker).
     pub fn drain(&mut self) -> Vec<Entry<T>> {
+        self.rows = 0;
         self.waiting.drain(..).collect()
     }
 
@@ -213,6 +233,7 @@ impl<T> QueueState<T> {
                 kept.push_back(entry);
             }
         }
+        self.rows = kept.iter().map(|e| e.rows).sum();
         self.waiting = kept;
         dropped
     }
@@ -264,6 +285,24 @@ mod tests {
         q.push(entry(3, 1, t0)).unwrap();
         assert_eq!(ids(q.next(t0, never).0), [1, 2, 3]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn wakes_a_worker_only_when_a_batch_may_be_ready() {
+        let t0 = Instant::now();
+        let mut q = QueueState::new(policy(4, &[3]));
+        q.push(entry(1, 1, t0)).unwrap();
+        assert!(q.worth_a_look(), "the first request starts the delay");
+        q.push(entry(2, 1, t0)).unwrap();
+        assert!(!q.worth_a_look());
+        q.push(entry(3, 1, t0)).unwrap();
+        assert!(q.worth_a_look(), "a preferred size");
+        q.push(entry(4, 1, t0)).unwrap();
+        assert!(q.worth_a_look(), "full");
+        assert_eq!(ids(q.next(t0, never).0), [1, 2, 3, 4]);
+        assert!(q.is_empty());
+        q.push(entry(5, 1, t0)).unwrap();
+        assert!(q.worth_a_look());
     }
 
     #[test]
