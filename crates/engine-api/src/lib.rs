@@ -59,6 +59,37 @@ impl ModelSignature {
     }
 }
 
+/// Checks that inputs which share a named dimension (the ONNX `dim_param`, e.g. `batch`) agree on
+/// its size: `dims[i][d]` names dimension `d` of input `i` (`None` for a fixed or unnamed one).
+/// Engines call it before running, as not every runtime checks this itself.
+pub fn check_shared_dims(
+    signature: &ModelSignature,
+    dims: &[Vec<Option<String>>],
+    inputs: &[Tensor],
+) -> Result<(), EngineError> {
+    let mut bound: Vec<(&str, usize, usize)> = Vec::new();
+    for (ix, (tensor, names)) in inputs.iter().zip(dims).enumerate() {
+        for (name, &size) in names.iter().zip(tensor.shape()) {
+            let Some(name) = name.as_deref() else {
+                continue;
+            };
+            match bound.iter().find(|(n, _, _)| *n == name) {
+                Some(&(_, first_size, first_ix)) if first_size != size => {
+                    let input = |i: usize| signature.inputs.get(i).map_or("?", |s| s.name.as_str());
+                    return Err(EngineError::InvalidInput(format!(
+                        "inputs '{}' and '{}' disagree on dimension '{name}': {first_size} vs {size}",
+                        input(first_ix),
+                        input(ix)
+                    )));
+                }
+                Some(_) => {}
+                None => bound.push((name, size, ix)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Options an engine honours when it loads a model.
 ///
 /// Threads left unset share the engine's one server-wide pool, so however many models and

@@ -147,9 +147,9 @@ pub struct OnnxRuntimeSession {
     // safe); the lock is uncontended with one engine thread per session.
     session: Mutex<ort::session::Session>,
     signature: ModelSignature,
-    /// Each input's dimension names (`""` for a fixed or unnamed one): inputs that share a
+    /// Each input's dimension names (`None` for a fixed or unnamed one): inputs that share a
     /// name must agree on its size, which ONNX Runtime itself does not check.
-    input_symbols: Vec<Vec<String>>,
+    input_symbols: Vec<Vec<Option<String>>>,
 }
 
 impl OnnxRuntimeSession {
@@ -201,7 +201,7 @@ impl OnnxRuntimeSession {
                 } => shape
                     .iter()
                     .zip(dimension_symbols.iter())
-                    .map(|(&d, name)| if d < 0 { name.clone() } else { String::new() })
+                    .map(|(&d, name)| (d < 0 && !name.is_empty()).then(|| name.clone()))
                     .collect(),
                 // Inputs are all tensors (checked by signature_of).
                 ValueType::Sequence(_) | ValueType::Map { .. } | ValueType::Optional(_) => {
@@ -214,29 +214,6 @@ impl OnnxRuntimeSession {
             signature,
             input_symbols,
         })
-    }
-
-    /// Inputs that share a named dimension must agree on its size.
-    fn check_symbols(&self, inputs: &[Tensor]) -> Result<(), EngineError> {
-        let mut bound: Vec<(&str, usize, usize)> = Vec::new();
-        for (ix, (tensor, names)) in inputs.iter().zip(&self.input_symbols).enumerate() {
-            for (name, &size) in names.iter().zip(tensor.shape()) {
-                if name.is_empty() {
-                    continue;
-                }
-                match bound.iter().find(|(n, _, _)| n == name) {
-                    Some(&(_, first_size, first_ix)) if first_size != size => {
-                        return Err(EngineError::InvalidInput(format!(
-                            "inputs '{}' and '{}' disagree on dimension '{name}': {first_size} vs {size}",
-                            self.signature.inputs[first_ix].name, self.signature.inputs[ix].name
-                        )));
-                    }
-                    Some(_) => {}
-                    None => bound.push((name, size, ix)),
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -295,7 +272,7 @@ impl Session for OnnxRuntimeSession {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
-        self.check_symbols(&inputs)?;
+        quiver_engine_api::check_shared_dims(&self.signature, &self.input_symbols, &inputs)?;
         let values = inputs
             .into_iter()
             .map(convert::to_ort)

@@ -75,9 +75,9 @@ type Plan = Arc<TypedSimplePlan>;
 pub struct TractSession {
     plan: Plan,
     signature: ModelSignature,
-    /// Each input's dimensions as tract knows them, symbols included, to check that inputs
-    /// sharing a symbolic dimension (`batch`) agree on its value before running.
-    input_dims: Vec<Vec<TDim>>,
+    /// Each input's symbolic dimension names (`None` for a concrete one), to check that inputs
+    /// sharing one (`batch`) agree on its value before running.
+    input_dims: Vec<Vec<Option<String>>>,
     /// Run a batch item by item (see the crate docs).
     split_batch: bool,
 }
@@ -123,11 +123,20 @@ impl TractSession {
         let signature = signature_of(&symbolic)?;
         let input_dims = (0..signature.inputs.len())
             .map(|ix| {
-                symbolic
-                    .input_fact(ix)
-                    .map(|f| f.shape.iter().cloned().collect())
+                symbolic.input_fact(ix).map(|f| {
+                    f.shape
+                        .iter()
+                        .map(|d| {
+                            if let TDim::Sym(symbol) = d {
+                                Some(symbol.to_string())
+                            } else {
+                                None
+                            }
+                        })
+                        .collect()
+                })
             })
-            .collect::<TractResult<Vec<Vec<TDim>>>>()
+            .collect::<TractResult<Vec<Vec<Option<String>>>>>()
             .map_err(load_err)?;
         // A convolutional model runs item by item (see the crate docs); planned for exactly one
         // item, tract picks its fast concrete kernels (10x and more on MobileNet).
@@ -160,27 +169,6 @@ impl TractSession {
         })
     }
 
-    /// Inputs that share a symbolic dimension must agree on its size.
-    fn check_symbols(&self, inputs: &[Tensor]) -> Result<(), EngineError> {
-        let mut bound: Vec<(&Symbol, usize, usize)> = Vec::new();
-        for (ix, (tensor, dims)) in inputs.iter().zip(&self.input_dims).enumerate() {
-            for (dim, &size) in dims.iter().zip(tensor.shape()) {
-                let TDim::Sym(symbol) = dim else { continue };
-                match bound.iter().find(|(s, _, _)| *s == symbol) {
-                    Some(&(_, first_size, first_ix)) if first_size != size => {
-                        return Err(EngineError::InvalidInput(format!(
-                            "inputs '{}' and '{}' disagree on dimension '{symbol}': {first_size} vs {size}",
-                            self.signature.inputs[first_ix].name, self.signature.inputs[ix].name
-                        )));
-                    }
-                    Some(_) => {}
-                    None => bound.push((symbol, size, ix)),
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn run_once(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let values = inputs
             .into_iter()
@@ -200,7 +188,7 @@ impl Session for TractSession {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
-        self.check_symbols(&inputs)?;
+        quiver_engine_api::check_shared_dims(&self.signature, &self.input_dims, &inputs)?;
         let batch = inputs.first().and_then(|t| t.shape().first().copied());
         match batch {
             Some(n) if self.split_batch && n > 1 => {

@@ -6,26 +6,14 @@
 
 use std::time::{Duration, Instant};
 
+pub use quiver_core::deadline::{after, earliest};
+
 use tonic::metadata::MetadataMap;
 
 /// The deadline of a request's `grpc-timeout` header, if it has a valid one.
 pub fn from_metadata(metadata: &MetadataMap) -> Option<Instant> {
     let text = metadata.get("grpc-timeout")?.to_str().ok()?;
     after(parse_timeout(text)?)
-}
-
-/// `timeout` from now, or `None` when too far away to represent.
-pub fn after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
-
-/// The earlier of two optional deadlines.
-pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
-    }
 }
 
 /// Parses a `grpc-timeout` value, e.g. `100m` (100 ms); `None` if malformed.

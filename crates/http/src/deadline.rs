@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+pub use quiver_core::deadline::{after, earliest};
+
 use axum::http::HeaderMap;
 
 use crate::error::ApiError;
@@ -25,18 +27,4 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Option<Instant>, ApiError> {
             ApiError::bad_request("X-Quiver-Timeout-Ms must be a whole number of milliseconds")
         })?;
     Ok(after(Duration::from_millis(ms)))
-}
-
-/// `timeout` from now, or `None` when it is too far away to represent (no deadline then).
-pub fn after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
-
-/// The earlier of two optional deadlines.
-pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
-    }
 }

@@ -82,21 +82,9 @@ pub struct GrpcConfig {
 /// How models are run.
 #[derive(Debug, Clone, Args)]
 pub struct EngineConfig {
-    /// Engine for models whose config.toml names none: `auto` (ONNX Runtime when its library
-    /// is found, else tract), `onnxruntime` or `tract`.
-    #[arg(
-        long,
-        env = "QUIVER_ENGINE",
-        default_value = "auto",
-        value_name = "ENGINE"
-    )]
-    pub engine: EngineChoice,
-
-    /// ONNX Runtime's shared library (libonnxruntime.so*), or a directory holding it. Unset:
-    /// ORT_DYLIB_PATH, then next to the quiver binary, then python3's onnxruntime package.
-    /// scripts/fetch-onnxruntime.sh fetches one.
-    #[arg(long, env = "QUIVER_ONNXRUNTIME_LIB", value_name = "PATH")]
-    pub onnxruntime_lib: Option<PathBuf>,
+    /// Which engine, and where ONNX Runtime is.
+    #[command(flatten)]
+    pub selection: EngineSelection,
 
     /// Threads of the engines' shared pool, which every model without threads of its own uses
     /// (so all models together never run more); default: the number of cores.
@@ -183,13 +171,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// `quiver inspect`.
+/// The engine choice and ONNX Runtime's library, shared by `serve` and `inspect`.
 #[derive(Debug, Clone, Args)]
-pub struct InspectConfig {
-    /// Path to an ONNX model file.
-    pub model: PathBuf,
-
-    /// Engine to load it with.
+pub struct EngineSelection {
+    /// Engine for models whose config.toml names none: `auto` (ONNX Runtime when its library
+    /// is found, else tract), `onnxruntime` or `tract`.
     #[arg(
         long,
         env = "QUIVER_ENGINE",
@@ -198,9 +184,22 @@ pub struct InspectConfig {
     )]
     pub engine: EngineChoice,
 
-    /// ONNX Runtime's shared library (see `quiver serve --help`).
+    /// ONNX Runtime's shared library (libonnxruntime.so*), or a directory holding it. Unset:
+    /// ORT_DYLIB_PATH, then next to the quiver binary, then python3's onnxruntime package.
+    /// scripts/fetch-onnxruntime.sh fetches one.
     #[arg(long, env = "QUIVER_ONNXRUNTIME_LIB", value_name = "PATH")]
     pub onnxruntime_lib: Option<PathBuf>,
+}
+
+/// `quiver inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectConfig {
+    /// Path to an ONNX model file.
+    pub model: PathBuf,
+
+    /// Which engine loads it.
+    #[command(flatten)]
+    pub selection: EngineSelection,
 }
 
 /// A count of threads: a positive integer.
@@ -240,7 +239,7 @@ mod tests {
         assert_eq!(c.http.host.to_string(), "0.0.0.0");
         assert_eq!(c.http.max_body_bytes, 64 << 20);
         assert_eq!(c.grpc.grpc_port, 8500);
-        assert_eq!(c.engine.engine, EngineChoice::Auto);
+        assert_eq!(c.engine.selection.engine, EngineChoice::Auto);
         assert_eq!(c.engine.graph_optimization_level, OptimizationLevel::All);
         assert_eq!(c.engine.inter_op_threads, 1);
     }
@@ -263,7 +262,7 @@ mod tests {
         let Command::Serve(c) = cli.command else {
             panic!("a serve command")
         };
-        assert_eq!(c.engine.engine, EngineChoice::Tract);
+        assert_eq!(c.engine.selection.engine, EngineChoice::Tract);
         assert_eq!(c.engine.graph_optimization_level, OptimizationLevel::Basic);
         assert_eq!(c.engine.intra_op_threads, Some(3));
         for bad in [

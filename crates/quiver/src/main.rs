@@ -37,8 +37,11 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => {
-            let engines = quiver::engines::engines(None, 1, args.onnxruntime_lib.as_deref());
-            let selection = engines.select(args.engine).map_err(anyhow::Error::msg)?;
+            let engines =
+                quiver::engines::engines(None, 1, args.selection.onnxruntime_lib.as_deref());
+            let selection = engines
+                .select(args.selection.engine)
+                .map_err(anyhow::Error::msg)?;
             print!(
                 "{}",
                 quiver::inspect::describe(&*selection.engine, &args.model)?

@@ -61,10 +61,10 @@ pub async fn start(
     let engines = crate::engines::engines(
         engine.intra_op_threads,
         engine.inter_op_threads,
-        engine.onnxruntime_lib.as_deref(),
+        engine.selection.onnxruntime_lib.as_deref(),
     );
     let options = ManagerOptions {
-        default_engine: engine.engine,
+        default_engine: engine.selection.engine,
         optimization: engine.graph_optimization_level,
         optimized_model_dir: engine.optimized_model_dir.clone(),
         batching: BatchingDefaults {
