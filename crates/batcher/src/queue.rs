@@ -59,6 +59,8 @@ pub struct Job {
 
 struct Shared {
     label: String,
+    /// The rules, fixed for the queue's life (the state holds its own copy to apply them).
+    policy: BatchPolicy,
     inner: Mutex<Inner>,
     wake: Condvar,
     batches: AtomicU64,
@@ -111,6 +113,7 @@ impl Queue {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             label: label.to_owned(),
+            policy: policy.clone(),
             inner: Mutex::new(Inner {
                 state: QueueState::new(policy),
                 closed: false,
@@ -130,8 +133,8 @@ impl Queue {
     }
 
     /// The batching rules in force.
-    pub fn policy(&self) -> BatchPolicy {
-        self.shared.lock().state.policy().clone()
+    pub fn policy(&self) -> &BatchPolicy {
+        &self.shared.policy
     }
 
     /// Batches and requests run so far.
@@ -156,17 +159,17 @@ impl Queue {
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, BatchError> {
         let (reply, answer) = oneshot::channel();
+        // Shapes are checked before taking the lock, which every request and worker shares.
+        let (rows, key) = if self.shared.policy.max_batch_size > 0 {
+            batch_shape(&inputs)?
+        } else {
+            (1, Vec::new())
+        };
         let wake = {
             let mut inner = self.shared.lock();
             if inner.closed {
                 return Err(BatchError::Stopped);
             }
-            let batching = inner.state.policy().max_batch_size > 0;
-            let (rows, key) = if batching {
-                batch_shape(&inputs)?
-            } else {
-                (1, Vec::new())
-            };
             let entry = Entry {
                 item: Job {
                     inputs,

@@ -109,7 +109,7 @@ impl LoadedVersion {
     }
 
     /// How requests are batched (`max_batch_size` 0: not at all).
-    pub fn batch_policy(&self) -> BatchPolicy {
+    pub fn batch_policy(&self) -> &BatchPolicy {
         self.queue.policy()
     }
 
