@@ -10,9 +10,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quiver_engine_api::{EngineError, Session, Tensor};
+use quiver_telemetry::VersionMetrics;
 use tokio::sync::oneshot;
 
 use crate::state::{BatchPolicy, Entry, Next, QueueState, Refused};
@@ -47,7 +48,18 @@ pub enum BatchError {
     Engine(#[from] EngineError),
 }
 
-type Reply = oneshot::Sender<Result<Vec<Tensor>, BatchError>>;
+/// A request's outputs and where its time went.
+#[derive(Debug)]
+pub struct Answer {
+    /// The request's own rows of every output, in the model's order.
+    pub outputs: Vec<Tensor>,
+    /// Time from being queued to its batch starting.
+    pub queued: Duration,
+    /// Time of the batch's engine call, with assembling and splitting the batch.
+    pub compute: Duration,
+}
+
+type Reply = oneshot::Sender<Result<Answer, BatchError>>;
 
 /// A queued request.
 #[derive(Debug)]
@@ -59,6 +71,7 @@ pub struct Job {
 
 struct Shared {
     label: String,
+    metrics: Arc<VersionMetrics>,
     /// The rules, fixed for the queue's life (the state holds its own copy to apply them).
     policy: BatchPolicy,
     inner: Mutex<Inner>,
@@ -105,14 +118,17 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// Starts one worker thread per session (each an engine instance) under `policy`.
+    /// Starts one worker thread per session (each an engine instance) under `policy`; the
+    /// queue's depth and batch sizes go to `metrics`, which also names the queue.
     pub fn start(
-        label: &str,
+        metrics: Arc<VersionMetrics>,
         sessions: Vec<Arc<dyn Session>>,
         policy: BatchPolicy,
     ) -> std::io::Result<Self> {
+        let label = metrics.model().to_owned();
         let shared = Arc::new(Shared {
-            label: label.to_owned(),
+            label: label.clone(),
+            metrics,
             policy: policy.clone(),
             inner: Mutex::new(Inner {
                 state: QueueState::new(policy),
@@ -157,7 +173,7 @@ impl Queue {
         &self,
         inputs: Vec<Tensor>,
         deadline: Option<Instant>,
-    ) -> Result<Vec<Tensor>, BatchError> {
+    ) -> Result<Answer, BatchError> {
         let (reply, answer) = oneshot::channel();
         // Shapes are checked before taking the lock, which every request and worker shares.
         let (rows, key) = if self.shared.policy.max_batch_size > 0 {
@@ -185,9 +201,13 @@ impl Queue {
                 .state
                 .push(entry)
                 .map_err(|(refused, _)| match refused {
-                    Refused::Full => BatchError::Overloaded(inner.state.len()),
+                    Refused::Full => {
+                        self.shared.metrics.record_rejected();
+                        BatchError::Overloaded(inner.state.len())
+                    }
                     Refused::TooManyRows { rows, max } => BatchError::TooManyRows { rows, max },
                 })?;
+            self.shared.metrics.set_queue_depth(inner.state.len());
             inner.state.worth_a_look()
         };
         if wake {
@@ -235,6 +255,7 @@ fn work(shared: &Shared, session: &dyn Session) {
         shared.batches.fetch_add(1, Ordering::Relaxed);
         shared.requests.fetch_add(requests, Ordering::Relaxed);
         shared.largest.fetch_max(requests, Ordering::Relaxed);
+        shared.metrics.record_batch(batch.len());
         run_batch(&shared.label, session, batch);
     }
 }
@@ -245,6 +266,7 @@ fn take_batch(shared: &Shared) -> Option<Vec<Entry<Job>>> {
     loop {
         let now = Instant::now();
         let (next, dropped) = inner.state.next(now, |job| job.reply.is_closed());
+        shared.metrics.set_queue_depth(inner.state.len());
         for entry in dropped.expired {
             let _ = entry.item.reply.send(Err(BatchError::DeadlineExceeded));
         }
@@ -275,25 +297,40 @@ fn take_batch(shared: &Shared) -> Option<Vec<Entry<Job>>> {
 
 /// Runs a batch and answers each request with its own rows.
 fn run_batch(label: &str, session: &dyn Session, batch: Vec<Entry<Job>>) {
+    let started = Instant::now();
     let requests = batch.len();
-    let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
+    let mut rows = Vec::with_capacity(requests);
     let mut replies = Vec::with_capacity(requests);
     let mut per_input: Vec<Vec<Tensor>> = Vec::new();
-    let mut span = None;
     for entry in batch {
         let Job {
             inputs,
             reply,
-            span: job_span,
+            span,
         } = entry.item;
-        span.get_or_insert(job_span);
         per_input.resize_with(inputs.len(), Vec::new);
         for (parts, input) in per_input.iter_mut().zip(inputs) {
             parts.push(input);
         }
-        replies.push(reply);
+        rows.push(entry.rows);
+        replies.push(Waiting {
+            reply,
+            span,
+            queued: started.saturating_duration_since(entry.queued_at),
+        });
     }
-    let span = span.unwrap_or_else(tracing::Span::none);
+    // One request's lines carry its own span (and request id); a batch of several gets a span
+    // of its own that follows from each of theirs.
+    let span = match replies.as_slice() {
+        [one] => one.span.clone(),
+        many => {
+            let span = tracing::debug_span!("batch", model = label, requests);
+            for waiting in many {
+                span.follows_from(&waiting.span);
+            }
+            span
+        }
+    };
     let _entered = span.enter();
     tracing::debug!(
         model = label,
@@ -312,17 +349,11 @@ fn run_batch(label: &str, session: &dyn Session, batch: Vec<Entry<Job>>) {
     };
     let outputs = match result {
         Ok(outputs) => outputs,
-        Err(e) => {
-            tracing::warn!(error = %e, "inference failed");
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-            return;
-        }
+        Err(e) => return fail(replies, &e),
     };
     if requests == 1 {
-        if let Some(reply) = replies.pop() {
-            let _ = reply.send(Ok(outputs));
+        if let Some(waiting) = replies.pop() {
+            waiting.answer(Ok(outputs), started);
         }
         return;
     }
@@ -333,20 +364,51 @@ fn run_batch(label: &str, session: &dyn Session, batch: Vec<Entry<Job>>) {
             "the model returned an output of shape {:?} for a batch of {total} rows; it cannot be batched",
             bad.shape()
         )));
-        for reply in replies {
-            let _ = reply.send(Err(e.clone()));
-        }
-        return;
+        return fail(replies, &e);
     }
     let mut start = 0;
-    for (reply, n) in replies.into_iter().zip(rows) {
-        let own = outputs
-            .iter()
-            .map(|o| o.slice_rows(start, n))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BatchError::Engine(EngineError::Runtime(e)));
-        start += n;
-        let _ = reply.send(own);
+    let own: Vec<_> = rows
+        .iter()
+        .map(|&n| {
+            let own = outputs
+                .iter()
+                .map(|o| o.slice_rows(start, n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BatchError::Engine(EngineError::Runtime(e)));
+            start += n;
+            own
+        })
+        .collect();
+    for (waiting, own) in replies.into_iter().zip(own) {
+        waiting.answer(own, started);
+    }
+}
+
+/// A request of a running batch, waiting for its answer.
+struct Waiting {
+    reply: Reply,
+    span: tracing::Span,
+    queued: Duration,
+}
+
+impl Waiting {
+    fn answer(self, outputs: Result<Vec<Tensor>, BatchError>, started: Instant) {
+        let compute = started.elapsed();
+        let _ = self.reply.send(outputs.map(|outputs| Answer {
+            outputs,
+            queued: self.queued,
+            compute,
+        }));
+    }
+}
+
+/// Answers every request of a batch with `error`, logged under each request's span.
+fn fail(replies: Vec<Waiting>, error: &BatchError) {
+    for waiting in replies {
+        waiting
+            .span
+            .in_scope(|| tracing::warn!(error = %error, "inference failed"));
+        let _ = waiting.reply.send(Err(error.clone()));
     }
 }
 

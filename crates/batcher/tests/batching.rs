@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use quiver_batcher::{BatchError, BatchPolicy, Queue};
 use quiver_engine_api::{Engine, EngineOptions, Session, Tensor, TensorData};
 use quiver_engine_tract::TractEngine;
+use quiver_telemetry::VersionMetrics;
 use quiver_test_support::{conformance, fixture_model};
 
 fn session(path: &std::path::Path) -> Arc<dyn Session> {
@@ -17,6 +18,10 @@ fn session(path: &std::path::Path) -> Arc<dyn Session> {
             .load(path, &EngineOptions::default())
             .unwrap(),
     )
+}
+
+fn metrics(model: &str) -> Arc<VersionMetrics> {
+    Arc::new(VersionMetrics::new(model, 1))
 }
 
 fn rows(n: usize, seed: usize) -> Tensor {
@@ -35,14 +40,14 @@ async fn every_request_gets_its_own_rows() {
         preferred_batch_sizes: vec![],
         max_queue_size: 1024,
     };
-    let queue = Arc::new(Queue::start("dense", vec![Arc::clone(&dense)], policy).unwrap());
+    let queue = Arc::new(Queue::start(metrics("dense"), vec![Arc::clone(&dense)], policy).unwrap());
     // 64 clients, each with distinct inputs of 1 to 3 rows.
     let mut clients = Vec::new();
     for client in 0..64 {
         let queue = Arc::clone(&queue);
         let input = rows(1 + client % 3, client);
         clients.push(tokio::spawn(async move {
-            let out = queue.run(vec![input.clone()], None).await.unwrap();
+            let out = queue.run(vec![input.clone()], None).await.unwrap().outputs;
             (input, out)
         }));
     }
@@ -66,13 +71,13 @@ async fn requests_of_other_shapes_are_not_mixed() {
         max_queue_delay: Duration::from_millis(20),
         ..BatchPolicy::default()
     };
-    let queue = Arc::new(Queue::start("half_plus_two", vec![echo], policy).unwrap());
+    let queue = Arc::new(Queue::start(metrics("half_plus_two"), vec![echo], policy).unwrap());
     let mut clients = Vec::new();
     for i in 0..8 {
         let queue = Arc::clone(&queue);
         clients.push(tokio::spawn(async move {
             let x = Tensor::new(vec![1, 3], TensorData::F32(vec![i as f32; 3])).unwrap();
-            queue.run(vec![x], None).await.unwrap()
+            queue.run(vec![x], None).await.unwrap().outputs
         }));
     }
     for (i, client) in clients.into_iter().enumerate() {
@@ -98,7 +103,7 @@ async fn a_full_queue_refuses_at_once_and_recovers() {
         max_queue_size: 2,
         ..BatchPolicy::default()
     };
-    let queue = Arc::new(Queue::start("slow", vec![slow], policy).unwrap());
+    let queue = Arc::new(Queue::start(metrics("slow"), vec![slow], policy).unwrap());
     let x = || Tensor::new(vec![1, 256], TensorData::F32(vec![0.1; 256])).unwrap();
     let mut clients = Vec::new();
     for _ in 0..20 {
@@ -129,7 +134,8 @@ async fn a_full_queue_refuses_at_once_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_never_runs() {
     let slow = session(&conformance::model("slow"));
-    let queue = Arc::new(Queue::start("slow", vec![slow], BatchPolicy::default()).unwrap());
+    let queue =
+        Arc::new(Queue::start(metrics("slow"), vec![slow], BatchPolicy::default()).unwrap());
     let x = || Tensor::new(vec![4, 256], TensorData::F32(vec![0.1; 1024])).unwrap();
     // Occupy the only instance, then queue a request that expires while it waits.
     let busy = {

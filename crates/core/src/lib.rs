@@ -19,4 +19,4 @@ pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
 pub use quiver_repository::EngineChoice;
 pub use version::shape_text;
-pub use version::{LoadedVersion, NamedTensor, find_output};
+pub use version::{Inference, LoadedVersion, NamedTensor, find_output};

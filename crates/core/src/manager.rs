@@ -46,6 +46,18 @@ impl VersionState {
             VersionState::End | VersionState::Failed => "END",
         }
     }
+
+    /// Lower-case name, the `state` label of `quiver_model_version_state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Start => "start",
+            VersionState::Loading => "loading",
+            VersionState::Available => "available",
+            VersionState::Unloading => "unloading",
+            VersionState::End => "end",
+            VersionState::Failed => "failed",
+        }
+    }
 }
 
 /// Status of one model version.
@@ -229,6 +241,7 @@ impl ModelManager {
     }
 
     fn load_latest(&self, model: &ModelDir) {
+        quiver_telemetry::lifecycle::register_model(&model.name);
         let Some(latest) = model.latest() else {
             tracing::warn!(model = %model.name, path = %model.path.display(), "model has no versions; nothing to serve");
             self.write().entry(model.name.clone()).or_default();
@@ -243,6 +256,12 @@ impl ModelManager {
         );
         let started = Instant::now();
         let result = self.load_version(model, latest);
+        quiver_telemetry::lifecycle::record_load(
+            &model.name,
+            latest.version,
+            started.elapsed(),
+            result.is_ok(),
+        );
         match result {
             Ok((loaded, reason)) => {
                 tracing::info!(model = %model.name, version = latest.version, engine = loaded.engine(),
@@ -349,6 +368,7 @@ impl ModelManager {
         error: Option<String>,
         loaded: Option<Arc<LoadedVersion>>,
     ) {
+        quiver_telemetry::lifecycle::set_state(name, version, state.as_str());
         let mut models = self.write();
         let record = models.entry(name.to_owned()).or_default();
         record.versions.insert(

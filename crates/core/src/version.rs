@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use quiver_batcher::{BatchError, BatchPolicy, Queue, QueueStats};
 use quiver_engine_api::{EngineError, ModelSignature, Session, Tensor, TensorSpec};
+use quiver_telemetry::VersionMetrics;
 
 use crate::{Error, ErrorKind};
 
@@ -39,6 +40,18 @@ pub struct LoadedVersion {
     queue: Queue,
     default_timeout: Option<Duration>,
     instances: usize,
+    metrics: Arc<VersionMetrics>,
+}
+
+/// A request's outputs and where its time went inside the model.
+#[derive(Debug)]
+pub struct Inference {
+    /// Every output, in signature order.
+    pub outputs: Vec<NamedTensor>,
+    /// Time waiting in the queue.
+    pub queued: Duration,
+    /// Time of the engine call (with batch assembly and splitting).
+    pub compute: Duration,
 }
 
 impl std::fmt::Debug for LoadedVersion {
@@ -70,7 +83,8 @@ impl LoadedVersion {
             .unwrap_or_default();
         let instances = sessions.len();
         let sessions = sessions.into_iter().map(Arc::from).collect();
-        let queue = Queue::start(name, sessions, policy)?;
+        let metrics = Arc::new(VersionMetrics::new(name, version));
+        let queue = Queue::start(Arc::clone(&metrics), sessions, policy)?;
         Ok(Self {
             name: name.to_owned(),
             version,
@@ -80,7 +94,13 @@ impl LoadedVersion {
             queue,
             default_timeout,
             instances,
+            metrics,
         })
+    }
+
+    /// This version's metric handles.
+    pub fn metrics(&self) -> &Arc<VersionMetrics> {
+        &self.metrics
     }
 
     /// Model name.
@@ -131,13 +151,24 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         deadline: Option<Instant>,
     ) -> Result<Vec<NamedTensor>, Error> {
+        Ok(self.infer_timed(inputs, deadline).await?.outputs)
+    }
+
+    /// [`LoadedVersion::infer`], also saying how long the request queued and computed.
+    pub async fn infer_timed(
+        &self,
+        inputs: Vec<NamedTensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Inference, Error> {
         let ordered = order_inputs(&self.signature, inputs)?;
         let deadline = deadline.or_else(|| self.default_timeout.map(|t| Instant::now() + t));
-        let outputs = self
+        let _inflight = self.metrics.inflight();
+        let answer = self
             .queue
             .run(ordered, deadline)
             .await
             .map_err(|e| batch_error(&self.name, e))?;
+        let outputs = answer.outputs;
         if outputs.len() != self.signature.outputs.len() {
             return Err(Error::internal(format!(
                 "the engine returned {} outputs, the signature has {}",
@@ -145,13 +176,17 @@ impl LoadedVersion {
                 self.signature.outputs.len()
             )));
         }
-        Ok(self
-            .signature
-            .outputs
-            .iter()
-            .zip(outputs)
-            .map(|(spec, tensor)| NamedTensor::new(spec.name.clone(), tensor))
-            .collect())
+        Ok(Inference {
+            outputs: self
+                .signature
+                .outputs
+                .iter()
+                .zip(outputs)
+                .map(|(spec, tensor)| NamedTensor::new(spec.name.clone(), tensor))
+                .collect(),
+            queued: answer.queued,
+            compute: answer.compute,
+        })
     }
 }
 

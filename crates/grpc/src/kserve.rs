@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use prost::Message as _;
 use quiver_core::{
     LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
     find_output,
@@ -25,6 +26,7 @@ use crate::inference::{
 };
 use crate::narrow;
 use crate::status::{invalid, status};
+use quiver_telemetry::{Protocol, RequestRecord, Stage};
 
 /// Extensions this server implements, as ServerMetadata lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
@@ -46,12 +48,25 @@ impl InferenceService {
         self.models.get(name, &selector).map_err(status)
     }
 
-    async fn infer(
+    /// One inference request, recorded in the metrics.
+    async fn infer_recorded(
         &self,
         request: ModelInferRequest,
         deadline: Option<std::time::Instant>,
     ) -> Result<ModelInferResponse, Status> {
+        let mut record = RequestRecord::start(Protocol::KserveGrpc, request.encoded_len());
+        let result = self.infer(request, deadline, &mut record).await;
+        crate::status::finish(record, result)
+    }
+
+    async fn infer(
+        &self,
+        request: ModelInferRequest,
+        deadline: Option<std::time::Instant>,
+        record: &mut RequestRecord,
+    ) -> Result<ModelInferResponse, Status> {
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
+        record.served_by(loaded.metrics());
         let timeout = match request
             .parameters
             .get("timeout")
@@ -72,8 +87,11 @@ impl InferenceService {
         };
         let deadline = crate::deadline::earliest(deadline, timeout);
         let inputs = decode_inputs(request.inputs, request.raw_input_contents)?;
-        let outputs = loaded.infer(inputs, deadline).await.map_err(status)?;
-        let selected = select_outputs(&outputs, &request.outputs)?;
+        record.stage_done(Stage::Preprocess);
+        let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
+        record.measured(inference.queued, inference.compute);
+        let selected = select_outputs(&inference.outputs, &request.outputs)?;
+        record.stage_done(Stage::Postprocess);
         let mut response = ModelInferResponse {
             model_name: loaded.name().to_owned(),
             model_version: loaded.version().to_string(),
@@ -96,6 +114,7 @@ impl InferenceService {
             raw::encode(tensor.data(), &mut bytes);
             response.raw_output_contents.push(bytes);
         }
+        record.stage_done(Stage::Encode);
         Ok(response)
     }
 }
@@ -358,7 +377,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = crate::deadline::from_metadata(request.metadata());
-        self.infer(request.into_inner(), deadline)
+        self.infer_recorded(request.into_inner(), deadline)
             .await
             .map(Response::new)
     }
@@ -377,7 +396,7 @@ impl GrpcInferenceService for InferenceService {
         let outbound = async_stream_from(move |tx| async move {
             while let Some(next) = inbound.next().await {
                 let answer = match next {
-                    Ok(request) => match service.infer(request, deadline).await {
+                    Ok(request) => match service.infer_recorded(request, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),

@@ -2,6 +2,7 @@
 //! TF Serving's `PredictionService` and `ModelService`, and `grpc.health.v1.Health`. Services
 //! only convert between protobuf and the core's types.
 
+pub mod access;
 pub mod deadline;
 pub mod kserve;
 pub mod status;
@@ -59,6 +60,8 @@ fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
 pub struct GrpcOptions {
     /// Largest message accepted or sent, in bytes.
     pub max_message_bytes: usize,
+    /// Whether to log one line per call.
+    pub access_log: bool,
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` resolves, then finishes the calls
@@ -95,9 +98,14 @@ pub async fn serve(
         >>()
         .await;
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(move |response| {
-            status::repair(response, limit)
-        }))
+        // The access log (outermost) sees the status as repaired.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(access::AccessLayer {
+                    log: options.access_log,
+                })
+                .map_response(move |response| status::repair(response, limit)),
+        )
         .add_service(health)
         .add_service(inference)
         .add_service(prediction)

@@ -16,6 +16,41 @@ pub fn code_of(kind: ErrorKind) -> Code {
     }
 }
 
+/// The error kind a status code stands for (the `outcome` label of metrics).
+pub fn outcome_of(code: Code) -> &'static str {
+    let kind = match code {
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+            ErrorKind::InvalidInput
+        }
+        Code::NotFound => ErrorKind::NotFound,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::ResourceExhausted => ErrorKind::Overloaded,
+        Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Timeout,
+        Code::Unimplemented => ErrorKind::Unimplemented,
+        Code::Ok
+        | Code::Unknown
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::Aborted
+        | Code::Internal
+        | Code::DataLoss
+        | Code::Unauthenticated => ErrorKind::Internal,
+    };
+    kind.as_str()
+}
+
+/// Records how an inference call ended (with its response's size) and passes the result on.
+pub fn finish<T: prost::Message>(
+    record: quiver_telemetry::RequestRecord,
+    result: Result<T, Status>,
+) -> Result<T, Status> {
+    match &result {
+        Ok(response) => record.finish(Ok(response.encoded_len())),
+        Err(status) => record.finish(Err(outcome_of(status.code()))),
+    }
+    result
+}
+
 /// A core error as a status.
 pub fn status(error: Error) -> Status {
     Status::new(code_of(error.kind), error.message)

@@ -23,6 +23,7 @@ use crate::tensorflow::serving::{
     SignatureDefMap, StatusProto,
 };
 use crate::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
+use quiver_telemetry::{Protocol, RequestRecord, Stage};
 
 /// TF Serving's one signature name for models without named signatures.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -222,16 +223,17 @@ fn tf_state(state: VersionState) -> State {
     }
 }
 
-#[tonic::async_trait]
-impl PredictionService for TfServing {
-    async fn predict(
+impl TfServing {
+    async fn predict_recorded(
         &self,
-        request: Request<PredictRequest>,
-    ) -> Result<Response<PredictResponse>, Status> {
-        let deadline = crate::deadline::from_metadata(request.metadata());
-        let request = request.into_inner();
+        request: PredictRequest,
+        deadline: Option<std::time::Instant>,
+        record: &mut RequestRecord,
+    ) -> Result<PredictResponse, Status> {
         let loaded = self.resolve(request.model_spec.as_ref())?;
+        record.served_by(loaded.metrics());
         check_signature(request.model_spec.as_ref(), loaded.name())?;
+
         if request.inputs.is_empty() {
             return Err(invalid("the request has no inputs"));
         }
@@ -248,8 +250,11 @@ impl PredictionService for TfServing {
                 )));
             }
         }
-        let outputs = loaded.infer(inputs, deadline).await.map_err(status)?;
-        let outputs: HashMap<String, TensorProto> = outputs
+        record.stage_done(Stage::Preprocess);
+        let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
+        record.measured(inference.queued, inference.compute);
+        let outputs: HashMap<String, TensorProto> = inference
+            .outputs
             .into_iter()
             .filter(|o| request.output_filter.is_empty() || request.output_filter.contains(&o.name))
             .map(|o| {
@@ -257,10 +262,25 @@ impl PredictionService for TfServing {
                 (o.name, proto)
             })
             .collect();
-        Ok(Response::new(PredictResponse {
+        record.stage_done(Stage::Encode);
+        Ok(PredictResponse {
             model_spec: Some(answered_spec(&loaded, DEFAULT_SIGNATURE)),
             outputs,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PredictionService for TfServing {
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let deadline = crate::deadline::from_metadata(request.metadata());
+        let request = request.into_inner();
+        let mut record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
+        let result = self.predict_recorded(request, deadline, &mut record).await;
+        crate::status::finish(record, result).map(Response::new)
     }
 
     async fn get_model_metadata(

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Message for the client.
     pub message: String,
+    /// The error kind's stable name (the `outcome` label of metrics).
+    pub outcome: &'static str,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            outcome: outcome_of(status),
         }
     }
 
@@ -49,9 +52,27 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The error kind an HTTP status stands for, for errors made here rather than in the core.
+fn outcome_of(status: StatusCode) -> &'static str {
+    let kind = match status.as_u16() {
+        404 => ErrorKind::NotFound,
+        429 => ErrorKind::Overloaded,
+        501 => ErrorKind::Unimplemented,
+        503 => ErrorKind::Unavailable,
+        504 => ErrorKind::Timeout,
+        400..=499 => ErrorKind::InvalidInput,
+        _ => ErrorKind::Internal,
+    };
+    kind.as_str()
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        Self::new(status_of(e.kind), e.message)
+        Self {
+            status: status_of(e.kind),
+            message: e.message,
+            outcome: e.kind.as_str(),
+        }
     }
 }
 

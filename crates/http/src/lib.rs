@@ -1,10 +1,12 @@
 //! Quiver's HTTP front ends on one listener: the TensorFlow Serving REST API and KServe V2.
 //! Handlers only convert between the wire format and the core's types; every decision about models lives in `quiver-core`.
 
+pub mod access;
 pub mod deadline;
 pub mod error;
 pub mod json;
 pub mod kserve;
+pub mod metrics;
 pub mod tfserving;
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
+use axum::routing::get;
 use quiver_core::ModelManager;
 
 use crate::error::ApiError;
@@ -23,6 +26,10 @@ pub struct AppState {
     pub models: Arc<ModelManager>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// The Prometheus exposition served on `/metrics` (`None`: metrics are off).
+    pub metrics: Option<&'static quiver_telemetry::Exporter>,
+    /// Whether to log one line per request.
+    pub access_log: bool,
 }
 
 /// The router with every HTTP route Quiver serves.
@@ -31,8 +38,21 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(tfserving::routes())
         .merge(kserve::routes())
+        .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::layer,
+        ))
         .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A router with only `/metrics`, for `--metrics-port`.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::exposition))
+        .fallback(not_found)
         .with_state(state)
 }
 

@@ -157,9 +157,26 @@ pub struct EngineConfig {
 /// Log output.
 #[derive(Debug, Clone, Args)]
 pub struct LogConfig {
-    /// Log line format.
+    /// Log line format. The level comes from QUIVER_LOG (default `info,ort=warn`), in
+    /// tracing's filter syntax, e.g. `QUIVER_LOG=debug` or `QUIVER_LOG=info,quiver::access=off`.
     #[arg(long, env = "QUIVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Log one line per request (target `quiver::access`): method, route, status, duration,
+    /// client, request id, model, version.
+    #[arg(long, env = "QUIVER_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set,
+        value_name = "BOOL")]
+    pub access_log: bool,
+
+    /// Export Prometheus metrics on `/metrics` (REST port). `false` records nothing at all.
+    #[arg(long, env = "QUIVER_METRICS", default_value_t = true, action = clap::ArgAction::Set,
+        value_name = "BOOL")]
+    pub metrics: bool,
+
+    /// Also serve `/metrics` on this port of --host (0: any free port), e.g. to keep it off
+    /// the port clients reach.
+    #[arg(long, env = "QUIVER_METRICS_PORT", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 /// Log line formats.
@@ -242,6 +259,9 @@ mod tests {
         assert_eq!(c.engine.selection.engine, EngineChoice::Auto);
         assert_eq!(c.engine.graph_optimization_level, OptimizationLevel::All);
         assert_eq!(c.engine.inter_op_threads, 1);
+        assert!(c.log.access_log);
+        assert!(c.log.metrics);
+        assert_eq!(c.log.metrics_port, None);
     }
 
     #[test]

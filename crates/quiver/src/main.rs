@@ -10,17 +10,29 @@ use tracing_subscriber::EnvFilter;
 /// when asked for with `QUIVER_LOG=info,ort=info`.
 const DEFAULT_LOG_FILTER: &str = "info,ort=warn";
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through a background writer thread, so that a request thread formats its
+/// line but never waits on the terminal or pipe; the guard flushes what is left at exit.
+/// Lines are never dropped (`lossy(false)`): a full buffer slows logging down instead.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_env("QUIVER_LOG")
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("quiver-log-writer")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
+    guard
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,7 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(config) => {
-            init_logging(config.log.log_format);
+            let _log_writer = init_logging(config.log.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

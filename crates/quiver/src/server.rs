@@ -24,6 +24,8 @@ pub struct RunningServer {
     pub rest_addr: SocketAddr,
     /// Where the gRPC services listen.
     pub grpc_addr: SocketAddr,
+    /// Where `/metrics` also listens, with `--metrics-port`.
+    pub metrics_addr: Option<SocketAddr>,
     /// The models being served.
     pub models: Arc<ModelManager>,
     stop: watch::Sender<bool>,
@@ -76,6 +78,11 @@ pub async fn start(
             instances: engine.instances,
         },
     };
+    let metrics = if config.log.metrics {
+        Some(quiver_telemetry::exporter::install().map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
     let models = Arc::new(ModelManager::new(engines, options));
     let repository = config.model_repository.clone();
     let loader = Arc::clone(&models);
@@ -93,10 +100,13 @@ pub async fn start(
         })?;
     let rest_addr = listener.local_addr()?;
     tracing::info!("REST API listening on http://{rest_addr}");
-    let app = quiver_http::app(AppState {
+    let state = AppState {
         models: Arc::clone(&models),
         max_body_bytes: config.http.max_body_bytes,
-    });
+        metrics,
+        access_log: config.log.access_log,
+    };
+    let app = quiver_http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let grpc_listener = TcpListener::bind((config.http.host, config.grpc.grpc_port))
         .await
         .with_context(|| {
@@ -134,13 +144,37 @@ pub async fn start(
         Arc::clone(&models),
         GrpcOptions {
             max_message_bytes: config.grpc.grpc_max_message_bytes,
+            access_log: config.log.access_log,
         },
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
     ));
     tracing::info!("gRPC API listening on {grpc_addr}");
+    let metrics_addr = match config.log.metrics_port {
+        Some(port) => {
+            let listener = TcpListener::bind((config.http.host, port))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {}:{port} (--host, --metrics-port)",
+                        config.http.host
+                    )
+                })?;
+            let addr = listener.local_addr()?;
+            let app = quiver_http::metrics_app(state);
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .into_future(),
+            );
+            tracing::info!("metrics listening on http://{addr}/metrics");
+            Some(addr)
+        }
+        None => None,
+    };
     Ok(RunningServer {
         rest_addr,
         grpc_addr,
+        metrics_addr,
         models,
         stop,
         rest,

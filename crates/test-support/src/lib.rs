@@ -186,7 +186,9 @@ impl ServerProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 for (which, marker) in [(0, REST_LINE), (1, GRPC_LINE)] {
                     if let Some(pos) = line.find(marker) {
-                        let addr = line[pos + marker.len()..].trim().to_owned();
+                        // Up to the end of the line, or of the JSON string with --log-format json.
+                        let rest = &line[pos + marker.len()..];
+                        let addr = rest.split('"').next().unwrap_or(rest).trim().to_owned();
                         let _ = ready_tx.send((which, addr));
                     }
                 }

@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, body_error};
+use crate::metrics::{body_len, finish};
 use codec::{ResponseOutput, decode_infer, encode_infer};
+use quiver_telemetry::{Protocol, RequestRecord, Stage};
 
 /// Triton's header giving the length of the JSON part of a body with binary data.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -192,9 +194,10 @@ async fn infer(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let loaded = resolve(&state, &name, None)?;
-    run_infer(&loaded, &headers, &body.map_err(body_error)?).await
+) -> Response {
+    let mut record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
+    let result = resolve_and_infer(&state, &name, None, &headers, body, &mut record).await;
+    finish(record, result)
 }
 
 async fn infer_version(
@@ -202,9 +205,24 @@ async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
+    let result =
+        resolve_and_infer(&state, &name, Some(&version), &headers, body, &mut record).await;
+    finish(record, result)
+}
+
+async fn resolve_and_infer(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    record: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
-    let loaded = resolve(&state, &name, Some(&version))?;
-    run_infer(&loaded, &headers, &body.map_err(body_error)?).await
+    let loaded = resolve(state, name, version)?;
+    record.served_by(loaded.metrics());
+    run_infer(&loaded, headers, &body.map_err(body_error)?, record).await
 }
 
 /// Splits a body into its JSON header and binary data by `Inference-Header-Content-Length`.
@@ -232,6 +250,7 @@ async fn run_infer(
     loaded: &LoadedVersion,
     headers: &HeaderMap,
     body: &[u8],
+    record: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
     let (json, binary) = split_body(headers, body)?;
     let request = decode_infer(json, binary)?;
@@ -241,14 +260,18 @@ async fn run_infer(
             .timeout_us
             .and_then(|us| crate::deadline::after(std::time::Duration::from_micros(us))),
     );
-    let outputs = loaded.infer(request.inputs, deadline).await?;
-    let selected = select_outputs(&outputs, &request.outputs, request.binary_output)?;
+    record.stage_done(Stage::Preprocess);
+    let inference = loaded.infer_timed(request.inputs, deadline).await?;
+    record.measured(inference.queued, inference.compute);
+    let selected = select_outputs(&inference.outputs, &request.outputs, request.binary_output)?;
+    record.stage_done(Stage::Postprocess);
     let (mut json, binary) = encode_infer(
         loaded.name(),
         loaded.version(),
         request.id.as_deref(),
         &selected,
     );
+    record.stage_done(Stage::Encode);
     if binary.is_empty() && selected.iter().all(|o| !o.binary) {
         return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
     }

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, body_error};
+use crate::metrics::{body_len, finish};
+use quiver_telemetry::{Protocol, RequestRecord, Stage};
 
 /// TF Serving's one signature name for models without named signatures.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -82,39 +84,64 @@ async fn dispatch(
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let route = parse_route(&rest).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N][:predict|/metadata]"
-        ))
-    })?;
+) -> Response {
+    let route = match parse_route(&rest) {
+        Some(route) => route,
+        None => {
+            return ApiError::not_found(format!(
+                "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N][:predict|/metadata]"
+            ))
+            .into_response();
+        }
+    };
     let want = match route.target {
         Target::Status | Target::Metadata => Method::GET,
         Target::Predict | Target::Classify | Target::Regress => Method::POST,
     };
     if method != want {
-        return Err(ApiError::new(
+        return ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here; use {want}"),
-        ));
+        )
+        .into_response();
     }
     let selector = route
         .version
         .map_or(VersionSelector::Latest, VersionSelector::Specific);
     match route.target {
-        Target::Status => status(&state, &route.model, route.version),
-        Target::Metadata => {
-            let loaded = state.models.get(&route.model, &selector)?;
-            Ok(json_response(&metadata_json(&loaded)))
+        Target::Status => status(&state, &route.model, route.version).into_response(),
+        Target::Metadata => state
+            .models
+            .get(&route.model, &selector)
+            .map(|loaded| json_response(&metadata_json(&loaded)))
+            .map_err(ApiError::from)
+            .into_response(),
+        Target::Predict | Target::Classify | Target::Regress => {
+            let mut record = RequestRecord::start(Protocol::TfservingRest, body_len(&body));
+            let result = inference(&state, &route, &selector, &headers, body, &mut record).await;
+            finish(record, result)
         }
+    }
+}
+
+/// `:predict`, `:classify` and `:regress`: the requests that reach a model.
+async fn inference(
+    state: &AppState,
+    route: &Route,
+    selector: &VersionSelector,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    record: &mut RequestRecord,
+) -> Result<Response, ApiError> {
+    let loaded = state.models.get(&route.model, selector)?;
+    record.served_by(loaded.metrics());
+    match route.target {
         Target::Predict => {
             let body = body.map_err(body_error)?;
-            let loaded = state.models.get(&route.model, &selector)?;
-            let deadline = crate::deadline::from_headers(&headers)?;
-            predict(&loaded, &body, deadline).await
+            let deadline = crate::deadline::from_headers(headers)?;
+            predict(&loaded, &body, deadline, record).await
         }
-        Target::Classify | Target::Regress => {
-            let loaded = state.models.get(&route.model, &selector)?;
+        Target::Classify | Target::Regress | Target::Status | Target::Metadata => {
             let (kind, method) = if route.target == Target::Classify {
                 ("classification", "classify")
             } else {
@@ -132,6 +159,7 @@ async fn predict(
     loaded: &LoadedVersion,
     body: &[u8],
     deadline: Option<std::time::Instant>,
+    record: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
     let request = codec::decode_predict(body, loaded.signature())?;
     if let Some(name) = request.signature_name.as_deref()
@@ -143,8 +171,13 @@ async fn predict(
             loaded.name()
         )));
     }
-    let outputs = loaded.infer(request.inputs, deadline).await?;
-    let body = codec::encode_predict(request.format, &outputs).map_err(ApiError::bad_request)?;
+    record.stage_done(Stage::Preprocess);
+    let inference = loaded.infer_timed(request.inputs, deadline).await?;
+    record.measured(inference.queued, inference.compute);
+    record.stage_done(Stage::Postprocess);
+    let body =
+        codec::encode_predict(request.format, &inference.outputs).map_err(ApiError::bad_request)?;
+    record.stage_done(Stage::Encode);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

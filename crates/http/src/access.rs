@@ -1,0 +1,55 @@
+//! Per-request span, request id and access log for every HTTP request.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use quiver_telemetry::request_id;
+use tracing::Instrument as _;
+
+use crate::AppState;
+
+/// Wraps a request in a `request` span carrying its id (the client's `x-request-id` or a new
+/// one, returned in the response), and logs one access line when it is answered: method, route
+/// template (never the raw path), status, duration, client address; the span adds the id, model
+/// and version.
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id::accept_or_generate(
+        request
+            .headers()
+            .get(request_id::HEADER)
+            .map(HeaderValue::as_bytes),
+    );
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(no route)".to_owned(), |p| p.as_str().to_owned());
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        model = tracing::field::Empty,
+        version = tracing::field::Empty
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
+    if state.access_log {
+        let status = response.status().as_u16();
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        span.in_scope(|| match client {
+            Some(client) => tracing::info!(target: "quiver::access", %method, %route, status, micros, %client, "access"),
+            None => tracing::info!(target: "quiver::access", %method, %route, status, micros, "access"),
+        });
+    }
+    response
+}

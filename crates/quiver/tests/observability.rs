@@ -1,0 +1,374 @@
+//! Metrics, request ids and access logs through the real binary: after a known sequence of
+//! requests (successes, a 400, a 404, a 504, an overload) the exposition holds exactly the
+//! expected counts; every request's id is echoed and shared by its log lines.
+
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use quiver_test_support::{ServerProcess, TempRepository, conformance, fixture_model};
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_quiver"))
+}
+
+/// One series of the exposition: name and sorted labels.
+type Series = (String, BTreeMap<String, String>);
+
+/// Parses Prometheus' text format (as Quiver writes it: no escapes in label values).
+fn parse(exposition: &str) -> BTreeMap<Series, f64> {
+    let mut series = BTreeMap::new();
+    for line in exposition.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match key.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (key, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|l| !l.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap();
+                (k.to_owned(), v.trim_matches('"').to_owned())
+            })
+            .collect();
+        series.insert((name.to_owned(), labels), value.parse().unwrap());
+    }
+    series
+}
+
+fn get(metrics: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    *metrics
+        .get(&(name.to_owned(), labels.clone()))
+        .unwrap_or_else(|| panic!("no series {name}{labels:?}"))
+}
+
+fn dense_body(width: usize) -> Value {
+    json!({"inputs": [{"name": "x", "shape": [1, width], "datatype": "FP32", "data": vec![0.25f32; width]}]})
+}
+
+#[test]
+fn the_exposition_counts_a_known_sequence_of_requests() {
+    let repo = TempRepository::new().unwrap();
+    repo.add("dense", 1, &fixture_model("dense")).unwrap();
+    repo.add("slow", 1, &conformance::model("slow")).unwrap();
+    repo.write(
+        "slow/config.toml",
+        b"engine = \"tract\"\n[batching]\nmax_queue_size = 2\n",
+    )
+    .unwrap();
+    repo.write("broken/1/model.onnx", b"not a model").unwrap();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--intra-op-threads",
+            "1",
+        ],
+    )
+    .unwrap();
+    let url = server.url();
+    let client = reqwest::blocking::Client::new();
+    let v2 = |model: &str, body: &Value, headers: &[(&str, &str)]| {
+        let mut request = client
+            .post(format!("{url}/v2/models/{model}/infer"))
+            .json(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send().unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(v2("dense", &dense_body(64), &[]).status(), 200);
+    }
+    for _ in 0..2 {
+        let response = client
+            .post(format!("{url}/v1/models/dense:predict"))
+            .json(&json!({"instances": [vec![0.5f32; 64]]}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(v2("dense", &dense_body(63), &[]).status(), 400);
+    assert_eq!(v2("nope", &dense_body(64), &[]).status(), 404);
+    assert_eq!(
+        v2("dense", &dense_body(64), &[("x-quiver-timeout-ms", "0")]).status(),
+        504
+    );
+    // Overload: 16 clients at once on a slow model with room for 2 waiting requests.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    reqwest::blocking::Client::new()
+                        .post(format!("{url}/v1/models/slow:predict"))
+                        .json(&json!({"instances": vec![vec![0.1f32; 256]; 8]}))
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = statuses.iter().filter(|&&s| s == 200).count() as f64;
+    let refused = statuses.iter().filter(|&&s| s == 429).count() as f64;
+    assert_eq!(ok + refused, 16.0, "{statuses:?}");
+    assert!(refused > 0.0, "{statuses:?}");
+
+    let exposition = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let m = parse(&exposition);
+    let requests = |model: &str, protocol: &str, outcome: &str| {
+        get(
+            &m,
+            "quiver_requests_total",
+            &[
+                ("model", model),
+                ("version", if model.is_empty() { "" } else { "1" }),
+                ("protocol", protocol),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(requests("dense", "kserve_rest", "ok"), 3.0);
+    assert_eq!(requests("dense", "tfserving_rest", "ok"), 2.0);
+    assert_eq!(requests("dense", "kserve_rest", "invalid_input"), 1.0);
+    assert_eq!(requests("dense", "kserve_rest", "timeout"), 1.0);
+    assert_eq!(requests("", "kserve_rest", "not_found"), 1.0);
+    assert_eq!(requests("slow", "tfserving_rest", "ok"), ok);
+    assert_eq!(requests("slow", "tfserving_rest", "overloaded"), refused);
+    assert_eq!(requests("dense", "kserve_grpc", "ok"), 0.0);
+    let slow = [("model", "slow"), ("version", "1")];
+    let dense = [("model", "dense"), ("version", "1")];
+    assert_eq!(get(&m, "quiver_rejected_requests_total", &slow), refused);
+    // Every request is in the latency histogram under its own labels.
+    let mut checked = 0;
+    for ((name, labels), value) in &m {
+        if name == "quiver_requests_total" {
+            let count = m[&(
+                "quiver_request_duration_seconds_count".to_owned(),
+                labels.clone(),
+            )];
+            assert_eq!(count, *value, "{labels:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 8, "{checked}");
+    for stage in ["preprocess", "queue", "compute", "postprocess", "encode"] {
+        let labels = [("model", "dense"), ("version", "1"), ("stage", stage)];
+        assert_eq!(
+            get(&m, "quiver_stage_duration_seconds_count", &labels),
+            5.0,
+            "{stage}"
+        );
+    }
+    // The 504 expired in the queue and the 400 never got there: 5 engine calls.
+    assert_eq!(get(&m, "quiver_batch_size_count", &dense), 5.0);
+    assert_eq!(get(&m, "quiver_batch_size_count", &slow), ok);
+    let kserve_dense = [
+        ("model", "dense"),
+        ("version", "1"),
+        ("protocol", "kserve_rest"),
+    ];
+    assert_eq!(
+        get(&m, "quiver_request_size_bytes_count", &kserve_dense),
+        3.0
+    );
+    assert_eq!(
+        get(&m, "quiver_response_size_bytes_count", &kserve_dense),
+        3.0
+    );
+    assert!(get(&m, "quiver_response_size_bytes_sum", &kserve_dense) > 3.0 * 50.0);
+    assert_eq!(get(&m, "quiver_queue_depth", &slow), 0.0);
+    assert_eq!(get(&m, "quiver_inflight_requests", &slow), 0.0);
+    let state = |model: &str, state: &str| {
+        get(
+            &m,
+            "quiver_model_version_state",
+            &[("model", model), ("version", "1"), ("state", state)],
+        )
+    };
+    assert_eq!(state("dense", "available"), 1.0);
+    assert_eq!(state("dense", "loading"), 0.0);
+    assert_eq!(state("broken", "failed"), 1.0);
+    assert_eq!(state("broken", "available"), 0.0);
+    assert_eq!(
+        get(
+            &m,
+            "quiver_model_load_failures_total",
+            &[("model", "broken")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "quiver_model_load_failures_total",
+            &[("model", "dense")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        get(&m, "quiver_model_load_duration_seconds_count", &dense),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "quiver_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(get(&m, "process_resident_memory_bytes", &[]) > 1e6);
+    assert!(get(&m, "process_open_fds", &[]) > 0.0);
+    // Never raw URLs or unknown names as label values.
+    assert!(!exposition.contains("nope"), "{exposition}");
+}
+
+#[test]
+fn request_ids_are_echoed_and_carried_by_the_access_log() {
+    let repo = TempRepository::new().unwrap();
+    repo.add("dense", 1, &fixture_model("dense")).unwrap();
+    let server = ServerProcess::start(
+        bin(),
+        &["--model-repository", repo.path().to_str().unwrap()],
+    )
+    .unwrap();
+    let url = server.url();
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(format!("{url}/v2/models/dense/infer"))
+        .header("x-request-id", "trace-me-42")
+        .json(&dense_body(64))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    // Without one (or with a useless one), the server makes one up.
+    let response = client
+        .post(format!("{url}/v2/models/dense/infer"))
+        .header("x-request-id", "")
+        .json(&dense_body(64))
+        .send()
+        .unwrap();
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(generated.len(), 36, "{generated}");
+    let line = wait_for_log(&server, "trace-me-42");
+    for part in [
+        "quiver::access",
+        "model=\"dense\"",
+        "version=\"1\"",
+        "method=POST",
+        "route=/v2/models/{name}/infer",
+        "status=200",
+        "client=127.0.0.1:",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    wait_for_log(&server, &generated);
+}
+
+#[test]
+fn json_logs_metrics_port_and_metrics_off() {
+    let repo = TempRepository::new().unwrap();
+    repo.add("dense", 1, &fixture_model("dense")).unwrap();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--metrics-port",
+            "0",
+        ],
+    )
+    .unwrap();
+    let url = server.url();
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(format!("{url}/v2/models/dense/infer"))
+        .header("x-request-id", "json-line-7")
+        .json(&dense_body(64))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let line = wait_for_log(&server, "json-line-7");
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "quiver::access", "{entry}");
+    assert_eq!(entry["fields"]["status"], 200, "{entry}");
+    assert_eq!(
+        entry["fields"]["route"], "/v2/models/{name}/infer",
+        "{entry}"
+    );
+    assert_eq!(entry["span"]["id"], "json-line-7", "{entry}");
+    assert_eq!(entry["span"]["model"], "dense", "{entry}");
+    // The metrics port serves the same exposition.
+    let log = server.log();
+    let marker = "metrics listening on http://";
+    let metrics_url = log
+        .lines()
+        .find_map(|l| {
+            let at = l.find(marker)?;
+            Some(l[at + marker.len()..].split('"').next()?.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no metrics listener in the log:\n{log}"));
+    let text = client
+        .get(format!("http://{metrics_url}"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.contains("quiver_requests_total{model=\"dense\",version=\"1\",protocol=\"kserve_rest\",outcome=\"ok\"} 1"), "{text}");
+    drop(server);
+
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--metrics",
+            "false",
+        ],
+    )
+    .unwrap();
+    let response = client
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("--metrics false"));
+}
+
+/// The first log line containing `needle`, waiting a little for the log writer thread.
+fn wait_for_log(server: &ServerProcess, needle: &str) -> String {
+    for _ in 0..100 {
+        if let Some(line) = server.log().lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no log line with {needle}:\n{}", server.log());
+}

@@ -1,0 +1,21 @@
+//! Quiver's telemetry: every metric name, label and bucket layout in one place ([`names`],
+//! [`buckets`]), the Prometheus exposition ([`exporter`]), the per-version metric handles the
+//! request path records into without looking anything up ([`VersionMetrics`]), the accounting of
+//! one request across its stages ([`RequestRecord`]) and request ids ([`request_id`]).
+//!
+//! Recording goes through the `metrics` facade: with no exporter installed (`--metrics false`)
+//! every handle is a no-op, so the request path pays nothing for metrics it does not export.
+
+pub mod buckets;
+pub mod exporter;
+pub mod labels;
+pub mod lifecycle;
+pub mod names;
+pub mod request;
+pub mod request_id;
+pub mod version;
+
+pub use exporter::Exporter;
+pub use labels::{Protocol, Stage};
+pub use request::RequestRecord;
+pub use version::{InflightGuard, VersionMetrics};

@@ -1,0 +1,97 @@
+//! Every metric Quiver exports: names (`quiver_*`, with unit suffixes), their help text, and the
+//! label names. docs/metrics.md documents the same list; `describe` is what `# HELP` shows.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Inference requests answered (`model`, `version`, `protocol`, `outcome`).
+pub const REQUESTS_TOTAL: &str = "quiver_requests_total";
+/// Inference request latency, from the full body received to the response ready.
+pub const REQUEST_DURATION: &str = "quiver_request_duration_seconds";
+/// Time per stage of a successful request (`model`, `version`, `stage`).
+pub const STAGE_DURATION: &str = "quiver_stage_duration_seconds";
+/// Requests per engine call (`model`, `version`).
+pub const BATCH_SIZE: &str = "quiver_batch_size";
+/// Requests waiting in a version's queue.
+pub const QUEUE_DEPTH: &str = "quiver_queue_depth";
+/// Requests inside a version: queued or computing.
+pub const INFLIGHT: &str = "quiver_inflight_requests";
+/// Requests refused because the queue was full.
+pub const REJECTED_TOTAL: &str = "quiver_rejected_requests_total";
+/// Time to load a model version (`model`, `version`).
+pub const LOAD_DURATION: &str = "quiver_model_load_duration_seconds";
+/// Failed loads (`model`).
+pub const LOAD_FAILURES_TOTAL: &str = "quiver_model_load_failures_total";
+/// 1 for a version's current state, 0 for the others (`model`, `version`, `state`).
+pub const VERSION_STATE: &str = "quiver_model_version_state";
+/// Request body sizes (`model`, `version`, `protocol`).
+pub const REQUEST_SIZE: &str = "quiver_request_size_bytes";
+/// Response body sizes (`model`, `version`, `protocol`).
+pub const RESPONSE_SIZE: &str = "quiver_response_size_bytes";
+/// Always 1; the labels say what is running (`version`).
+pub const BUILD_INFO: &str = "quiver_build_info";
+
+/// Label: model name (empty when a request named no loaded model; names are bounded by the
+/// repository, never taken from a request that failed to resolve).
+pub const MODEL: &str = "model";
+/// Label: model version number.
+pub const VERSION: &str = "version";
+/// Label: the front end ([`crate::Protocol`]).
+pub const PROTOCOL: &str = "protocol";
+/// Label: `ok` or the error kind's stable snake_case name.
+pub const OUTCOME: &str = "outcome";
+/// Label: the request stage ([`crate::Stage`]).
+pub const STAGE: &str = "stage";
+/// Label: a version's lifecycle state.
+pub const STATE: &str = "state";
+
+/// The `outcome` of a request that succeeded.
+pub const OK: &str = "ok";
+
+/// Gives every metric its help text and unit (shown as `# HELP` in the exposition).
+pub fn describe() {
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Inference requests answered, by model, version, protocol and outcome (ok or the error kind)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Inference request latency, from the full request received to the response ready."
+    );
+    describe_histogram!(
+        STAGE_DURATION,
+        Unit::Seconds,
+        "Time a successful request spent in each stage: preprocess, queue, compute, postprocess, encode."
+    );
+    describe_histogram!(BATCH_SIZE, "Requests per engine call.");
+    describe_gauge!(QUEUE_DEPTH, "Requests waiting in the version's queue.");
+    describe_gauge!(
+        INFLIGHT,
+        "Requests inside the version: queued or computing."
+    );
+    describe_counter!(
+        REJECTED_TOTAL,
+        "Requests refused at once because the version's queue was full (HTTP 429, RESOURCE_EXHAUSTED)."
+    );
+    describe_histogram!(
+        LOAD_DURATION,
+        Unit::Seconds,
+        "Time to load a model version, successful or not."
+    );
+    describe_counter!(LOAD_FAILURES_TOTAL, "Model version loads that failed.");
+    describe_gauge!(
+        VERSION_STATE,
+        "1 for the version's current lifecycle state, 0 for the others."
+    );
+    describe_histogram!(
+        REQUEST_SIZE,
+        Unit::Bytes,
+        "Size of inference request bodies (protobuf message size for gRPC)."
+    );
+    describe_histogram!(
+        RESPONSE_SIZE,
+        Unit::Bytes,
+        "Size of inference response bodies (protobuf message size for gRPC)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; labels name the Quiver version.");
+}

@@ -1,0 +1,101 @@
+//! The accounting of one inference request: which version served it, how long each stage took,
+//! and how it ended. Front ends create one per request and finish it with the outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, histogram};
+
+use crate::labels::{Protocol, Stage};
+use crate::names;
+use crate::version::VersionMetrics;
+
+/// One request's measurements until [`RequestRecord::finish`] records them.
+#[derive(Debug)]
+pub struct RequestRecord {
+    protocol: Protocol,
+    started: Instant,
+    mark: Instant,
+    request_bytes: usize,
+    served_by: Option<Arc<VersionMetrics>>,
+    stages: [Option<Duration>; 5],
+}
+
+impl RequestRecord {
+    /// Starts timing a request of `request_bytes` (its body, or its protobuf message) now.
+    pub fn start(protocol: Protocol, request_bytes: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            protocol,
+            started: now,
+            mark: now,
+            request_bytes,
+            served_by: None,
+            stages: [None; 5],
+        }
+    }
+
+    /// The version that serves the request; its model and version also go on the request's
+    /// span (the fields `model` and `version`, where the span has them) for the access log.
+    pub fn served_by(&mut self, metrics: &Arc<VersionMetrics>) {
+        let span = tracing::Span::current();
+        span.record(names::MODEL, metrics.model());
+        span.record(names::VERSION, metrics.version());
+        self.served_by = Some(Arc::clone(metrics));
+    }
+
+    /// Ends `stage` now: it took the time since the previous stage ended (or the request began).
+    pub fn stage_done(&mut self, stage: Stage) {
+        let now = Instant::now();
+        self.stages[stage.index()] = Some(now.saturating_duration_since(self.mark));
+        self.mark = now;
+    }
+
+    /// Records the stages measured elsewhere (the queue's wait and the engine call) that ended
+    /// just now.
+    pub fn measured(&mut self, queue: Duration, compute: Duration) {
+        self.stages[Stage::Queue.index()] = Some(queue);
+        self.stages[Stage::Compute.index()] = Some(compute);
+        self.mark = Instant::now();
+    }
+
+    /// Records the request: `Ok(response_bytes)`, or `Err(kind)` with the error kind's stable
+    /// snake_case name. Stage times and sizes are recorded for successful requests only, so their
+    /// counts are comparable.
+    pub fn finish(self, outcome: Result<usize, &'static str>) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        match (outcome, &self.served_by) {
+            (Ok(response_bytes), Some(version)) => {
+                let ok = &version.ok[self.protocol.index()];
+                ok.requests.increment(1);
+                ok.duration.record(elapsed);
+                ok.request_size.record(self.request_bytes as f64);
+                ok.response_size.record(response_bytes as f64);
+                for (histogram, took) in version.stages.iter().zip(self.stages) {
+                    if let Some(took) = took {
+                        histogram.record(took.as_secs_f64());
+                    }
+                }
+            }
+            (outcome, served_by) => {
+                // Failures are rare next to successes: their label sets are built here.
+                let (model, version) = served_by
+                    .as_deref()
+                    .map_or((String::new(), String::new()), |v| {
+                        (v.model().to_owned(), v.version().to_owned())
+                    });
+                let labels = [
+                    (names::MODEL, model),
+                    (names::VERSION, version),
+                    (names::PROTOCOL, self.protocol.as_str().to_owned()),
+                    (
+                        names::OUTCOME,
+                        outcome.err().unwrap_or(names::OK).to_owned(),
+                    ),
+                ];
+                counter!(names::REQUESTS_TOTAL, &labels).increment(1);
+                histogram!(names::REQUEST_DURATION, &labels).record(elapsed);
+            }
+        }
+    }
+}
