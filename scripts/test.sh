@@ -34,6 +34,16 @@ if ! dpkg -s libb64-0d >/dev/null 2>&1; then
         $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q libb64-0d >/dev/null
     }
 fi
+# The monitoring tests (test_monitoring.py) run promtool and a real Prometheus, from Debian's
+# prometheus package. They start their own Prometheus on a free port, so a prometheus service the
+# package may start (on 9090) is in nobody's way.
+if ! dpkg -s prometheus >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ]; then sudo_cmd=sudo; fi
+    $sudo_cmd apt-get install -y -q --no-install-recommends prometheus >/dev/null || {
+        $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q --no-install-recommends prometheus >/dev/null
+    }
+fi
 # Makes (once) and fills a virtualenv under target/: venv DIR REQUIREMENTS [NO-DEPS REQUIREMENTS]
 venv() {
     local dir=$1

@@ -64,12 +64,7 @@ where
             .extensions()
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr);
-        let span = tracing::info_span!(
-            "request",
-            id = %id,
-            model = tracing::field::Empty,
-            version = tracing::field::Empty
-        );
+        let span = quiver_telemetry::request_span!(id);
         let future = span.in_scope(|| self.inner.call(request));
         let log = self.log;
         Box::pin(async move {

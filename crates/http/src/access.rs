@@ -33,12 +33,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        model = tracing::field::Empty,
-        version = tracing::field::Empty
-    );
+    let span = quiver_telemetry::request_span!(id);
     let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(request_id::HEADER, value);

@@ -7,4 +7,5 @@
 pub mod config;
 pub mod engines;
 pub mod inspect;
+pub mod logging;
 pub mod server;

@@ -247,9 +247,10 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
 fn request_ids_are_echoed_and_carried_by_the_access_log() {
     let repo = TempRepository::new().unwrap();
     repo.add("dense", 1, &fixture_model("dense")).unwrap();
-    let server = ServerProcess::start(
+    let server = ServerProcess::start_with_env(
         bin(),
         &["--model-repository", repo.path().to_str().unwrap()],
+        &[("QUIVER_LOG", "info,quiver_batcher=debug")],
     )
     .unwrap();
     let url = server.url();
@@ -274,7 +275,8 @@ fn request_ids_are_echoed_and_carried_by_the_access_log() {
         .unwrap()
         .to_owned();
     assert_eq!(generated.len(), 36, "{generated}");
-    let line = wait_for_log(&server, "trace-me-42");
+    let line = wait_for_log(&server, "id=trace-me-42");
+    assert!(line.contains("quiver::access"), "{line}");
     for part in [
         "quiver::access",
         "model=\"dense\"",
@@ -286,7 +288,13 @@ fn request_ids_are_echoed_and_carried_by_the_access_log() {
     ] {
         assert!(line.contains(part), "{part} not in {line}");
     }
-    wait_for_log(&server, &generated);
+    wait_for_log(&server, &format!("id={generated}"));
+    // The engine thread's lines carry the request's span too.
+    let log = server.log();
+    let batch_line = log
+        .lines()
+        .find(|l| l.contains("running a batch") && l.contains("id=trace-me-42"));
+    assert!(batch_line.is_some(), "no engine-thread line with the id:\n{log}");
 }
 
 #[test]
@@ -362,10 +370,14 @@ fn json_logs_metrics_port_and_metrics_off() {
     assert!(body["error"].as_str().unwrap().contains("--metrics false"));
 }
 
-/// The first log line containing `needle`, waiting a little for the log writer thread.
+/// The first access-log line containing `needle`, waiting a little for the log writer thread.
 fn wait_for_log(server: &ServerProcess, needle: &str) -> String {
     for _ in 0..100 {
-        if let Some(line) = server.log().lines().find(|l| l.contains(needle)) {
+        if let Some(line) = server
+            .log()
+            .lines()
+            .find(|l| l.contains(needle) && l.contains("quiver::access"))
+        {
             return line.to_owned();
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

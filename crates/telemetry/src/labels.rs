@@ -78,6 +78,17 @@ impl Stage {
         }
     }
 
+    /// The field of the request span that holds the stage's time, in microseconds.
+    pub fn span_field(self) -> &'static str {
+        match self {
+            Stage::Preprocess => "preprocess_us",
+            Stage::Queue => "queue_us",
+            Stage::Compute => "compute_us",
+            Stage::Postprocess => "postprocess_us",
+            Stage::Encode => "encode_us",
+        }
+    }
+
     pub(crate) fn index(self) -> usize {
         match self {
             Stage::Preprocess => 0,

@@ -15,6 +15,25 @@ pub mod request;
 pub mod request_id;
 pub mod version;
 
+/// Creates the span every request runs in: its id, and fields the request path fills in (model,
+/// version, and the time of each stage in microseconds) for logs and exported traces.
+#[macro_export]
+macro_rules! request_span {
+    ($id:expr) => {
+        ::tracing::info_span!(
+            "request",
+            id = %$id,
+            model = ::tracing::field::Empty,
+            version = ::tracing::field::Empty,
+            preprocess_us = ::tracing::field::Empty,
+            queue_us = ::tracing::field::Empty,
+            compute_us = ::tracing::field::Empty,
+            postprocess_us = ::tracing::field::Empty,
+            encode_us = ::tracing::field::Empty,
+        )
+    };
+}
+
 pub use exporter::Exporter;
 pub use labels::{Protocol, Stage};
 pub use request::RequestRecord;

@@ -64,6 +64,17 @@ impl RequestRecord {
     /// counts are comparable.
     pub fn finish(self, outcome: Result<usize, &'static str>) {
         let elapsed = self.started.elapsed().as_secs_f64();
+        // The split also goes on the request's span: into the access line and exported traces.
+        let span = tracing::Span::current();
+        for (stage, took) in Stage::ALL.iter().zip(self.stages) {
+            if let Some(took) = took {
+                // i64: OpenTelemetry has no unsigned integers (a u64 would travel as a string).
+                span.record(
+                    stage.span_field(),
+                    i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+                );
+            }
+        }
         match (outcome, &self.served_by) {
             (Ok(response_bytes), Some(version)) => {
                 let ok = &version.ok[self.protocol.index()];

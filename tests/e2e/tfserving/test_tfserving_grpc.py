@@ -139,3 +139,24 @@ def test_errors(channel):
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     # Still serving.
     assert stub.Predict(predict(), timeout=30).outputs["y"].tensor_content
+
+
+def test_predict_is_counted_in_the_metrics(channel, fixtures_server):
+    """TF Serving gRPC calls appear in /metrics under protocol="tfserving_grpc"."""
+    import urllib.request
+
+    def count():
+        text = urllib.request.urlopen(fixtures_server.url + "/metrics", timeout=10).read().decode()
+        key = 'quiver_requests_total{model="half_plus_two",version="1",protocol="tfserving_grpc",outcome="ok"} '
+        line = next(line for line in text.splitlines() if line.startswith(key))
+        return float(line.split()[-1])
+
+    before = count()
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape(1),
+                                                        float_val=[4]))
+    for _ in range(3):
+        stub.Predict(request, timeout=30)
+    assert count() == before + 3
