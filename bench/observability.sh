@@ -36,7 +36,8 @@ start() { # LOG ARGS...
 }
 start "$on_log"
 on_pid=$!
-start "$off_log" --metrics false --access-log false
+# OFF_ARGS="" measures the two servers set up alike (an A/A run: how far apart noise alone puts them).
+start "$off_log" ${OFF_ARGS---metrics false --access-log false}
 off_pid=$!
 trap 'kill $on_pid $off_pid 2>/dev/null; rm -rf "$on_log" "$off_log" "$repo"' EXIT
 for log in "$on_log" "$off_log"; do
