@@ -294,7 +294,10 @@ fn request_ids_are_echoed_and_carried_by_the_access_log() {
     let batch_line = log
         .lines()
         .find(|l| l.contains("running a batch") && l.contains("id=trace-me-42"));
-    assert!(batch_line.is_some(), "no engine-thread line with the id:\n{log}");
+    assert!(
+        batch_line.is_some(),
+        "no engine-thread line with the id:\n{log}"
+    );
 }
 
 #[test]

@@ -83,16 +83,23 @@ fn request_spans_reach_an_otlp_collector() {
 
     let mut found = None;
     for _ in 0..200 {
-        found = collector.spans.lock().unwrap().iter().find(|s| {
-            s.name == "request"
-                && attribute(s, "id") == Some(AnyValue::StringValue("otlp-span-1".into()))
-        }).cloned();
+        found = collector
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s.name == "request"
+                    && attribute(s, "id") == Some(AnyValue::StringValue("otlp-span-1".into()))
+            })
+            .cloned();
         if found.is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let span = found.unwrap_or_else(|| panic!("no request span exported; server log:\n{}", server.log()));
+    let span =
+        found.unwrap_or_else(|| panic!("no request span exported; server log:\n{}", server.log()));
     assert_eq!(
         attribute(&span, "model"),
         Some(AnyValue::StringValue("dense".into()))
@@ -101,7 +108,13 @@ fn request_spans_reach_an_otlp_collector() {
         attribute(&span, "version"),
         Some(AnyValue::StringValue("1".into()))
     );
-    for stage in ["preprocess_us", "queue_us", "compute_us", "postprocess_us", "encode_us"] {
+    for stage in [
+        "preprocess_us",
+        "queue_us",
+        "compute_us",
+        "postprocess_us",
+        "encode_us",
+    ] {
         assert!(
             matches!(attribute(&span, stage), Some(AnyValue::IntValue(_))),
             "{stage} missing from {:?}",
