@@ -104,8 +104,9 @@ fn concurrent_clients_get_their_own_rows_from_shared_batches() {
         .lines()
         .filter(|l| l.contains("running a batch") && l.contains("model=\"dense\""))
         .filter_map(|l| {
-            l.split("requests=")
-                .nth(1)?
+            // The last `requests=` is the event's field; a batch span prefix carries one too.
+            l.rsplit("requests=")
+                .next()?
                 .split_whitespace()
                 .next()?
                 .parse::<usize>()
