@@ -155,8 +155,8 @@ def test_predict_is_counted_in_the_metrics(channel, fixtures_server):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "half_plus_two"
-    request.inputs["x"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape(1),
-                                                        float_val=[4]))
+    request.inputs["x"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape(1, 3),
+                                                        float_val=[1, 2, 3]))
     for _ in range(3):
         stub.Predict(request, timeout=30)
     assert count() == before + 3
