@@ -21,8 +21,19 @@
 //! max_queue_size = 1024
 //! default_timeout_ms = 10000       # 0 = no deadline unless the request sets one
 //! instances = 1
+//!
+//! version_policy = { latest = 1 }  # default; or "all", or { specific = [1, 3] }
+//!
+//! [labels]                         # names for versions: /v1/models/NAME/labels/stable
+//! stable = 1
+//! canary = 2
+//!
+//! [lifecycle]
+//! rollover = "load_first"          # or "unload_first" (memory-bound hosts)
+//! warmup = "auto"                  # warmup/ samples, else synthesised; or "samples" / "none"
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -89,6 +100,86 @@ pub struct ModelConfig {
     /// Dynamic batching; each unset key comes from the server-wide flag.
     #[serde(default)]
     pub batching: BatchingConfig,
+    /// Which versions of the model are served.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Names for versions (`stable`, `canary`, ...), served by `/v1/models/NAME/labels/L`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, u64>,
+    /// How versions come and go.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+}
+
+/// Which of a model's versions are served (TF Serving's `model_version_policy`, Triton's
+/// `version_policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum VersionPolicy {
+    /// The highest `n` versions.
+    Latest(usize),
+    /// Every version.
+    All,
+    /// Exactly these versions (those that exist).
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions among `available` (ascending) that the policy serves, ascending.
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        match self {
+            VersionPolicy::Latest(n) => available[available.len().saturating_sub(*n)..].to_vec(),
+            VersionPolicy::All => available.to_vec(),
+            VersionPolicy::Specific(wanted) => available
+                .iter()
+                .copied()
+                .filter(|v| wanted.contains(v))
+                .collect(),
+        }
+    }
+}
+
+/// The `[lifecycle]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Order of a version swap; default: load the new version first.
+    #[serde(default)]
+    pub rollover: Rollover,
+    /// Requests run before a version takes traffic; default: `auto`.
+    #[serde(default)]
+    pub warmup: Warmup,
+}
+
+/// Order of a version swap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollover {
+    /// Load and warm the new version, then retire the old: no gap, both in memory for a moment.
+    #[default]
+    LoadFirst,
+    /// Retire the old version, then load the new: never two in memory, a gap in between.
+    UnloadFirst,
+}
+
+/// Warm-up requests run before a version is marked available.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Warmup {
+    /// The samples in the version's `warmup/` directory; without them, one request synthesised
+    /// from the signature.
+    #[default]
+    Auto,
+    /// Only the samples in `warmup/`; none when there are none.
+    Samples,
+    /// No warm-up.
+    None,
 }
 
 /// The `[batching]` table.
@@ -204,7 +295,34 @@ pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
             ));
         }
     }
+    if let VersionPolicy::Latest(0) = config.version_policy {
+        return Err("version_policy.latest: expected at least 1 version, got 0".into());
+    }
+    if let Some((label, _)) = config.labels.iter().find(|(_, &v)| v == 0) {
+        return Err(format!(
+            "labels.{label}: versions are positive integers, got 0"
+        ));
+    }
+    if let Some(label) = config.labels.keys().find(|l| check_label(l).is_err()) {
+        return Err(format!(
+            "labels: '{label}' is not a label (letters, digits, '_', '-', '.')"
+        ));
+    }
     Ok(config)
+}
+
+/// Checks a version label: what TF Serving accepts in a URL path segment.
+pub fn check_label(label: &str) -> Result<(), String> {
+    let ok = !label.is_empty()
+        && label.len() <= 128
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{label}' is not a version label"))
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +368,38 @@ mod tests {
         assert!(e.contains("batching.instances"), "{e}");
         let c = parse_config("[batching]\nmax_batch_size = 64\nmax_queue_delay_us = 500").unwrap();
         assert_eq!(c.batching.max_batch_size, Some(64));
+    }
+
+    #[test]
+    fn version_policies_and_labels() {
+        let c = parse_config("version_policy = \"all\"").unwrap();
+        assert_eq!(c.version_policy, VersionPolicy::All);
+        let c = parse_config("version_policy = { latest = 2 }").unwrap();
+        assert_eq!(c.version_policy.select(&[1, 2, 5]), vec![2, 5]);
+        let c = parse_config("version_policy = { specific = [1, 3] }").unwrap();
+        assert_eq!(c.version_policy.select(&[1, 2, 5]), vec![1]);
+        assert_eq!(VersionPolicy::default().select(&[]), Vec::<u64>::new());
+        assert!(
+            parse_config("version_policy = { latest = 0 }")
+                .unwrap_err()
+                .contains("version_policy.latest")
+        );
+        let c = parse_config("[labels]\nstable = 1\ncanary = 2\n").unwrap();
+        assert_eq!(c.labels["canary"], 2);
+        assert!(
+            parse_config("[labels]\nstable = 0")
+                .unwrap_err()
+                .contains("labels.stable")
+        );
+        assert!(
+            parse_config("[labels]\n\"a b\" = 1")
+                .unwrap_err()
+                .contains("a b")
+        );
+        let c =
+            parse_config("[lifecycle]\nrollover = \"unload_first\"\nwarmup = \"none\"").unwrap();
+        assert_eq!(c.lifecycle.rollover, Rollover::UnloadFirst);
+        assert_eq!(c.lifecycle.warmup, Warmup::None);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 mod config;
 
 pub use config::{
-    BatchingConfig, CONFIG_FILE, ConfigError, EngineChoice, EngineOptionsConfig, ModelConfig,
-    load_config, parse_config,
+    BatchingConfig, CONFIG_FILE, ConfigError, EngineChoice, EngineOptionsConfig, LifecycleConfig,
+    ModelConfig, Rollover, VersionPolicy, Warmup, check_label, load_config, parse_config,
 };
 
 use std::fs;
