@@ -1,4 +1,6 @@
-//! A model's own configuration: the optional `REPO/NAME/config.toml`.
+//! A model's own configuration: the optional `REPO/NAME/config.toml`, or failing that a
+//! Triton `REPO/NAME/config.pbtxt` ([`crate::triton`]); see [`load_model_config`] for which
+//! one is read.
 //!
 //! Every key is optional; what is left out comes from the server-wide flags or from the model
 //! file itself, so a bare `NAME/1/model.onnx` serves with no config. Unknown keys are errors
@@ -40,6 +42,8 @@ use std::path::{Path, PathBuf};
 
 use quiver_engine_api::OptimizationLevel;
 use serde::Deserialize;
+
+use crate::triton::{DeclaredSignature, TRITON_CONFIG_FILE, parse_triton_config};
 
 /// The config file's name in a model directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -225,7 +229,7 @@ pub enum ConfigError {
         /// The I/O error.
         source: io::Error,
     },
-    /// The file is not valid TOML or has a wrong key or value.
+    /// The file is not valid (TOML or protobuf text format) or has a wrong key or value.
     #[error("{path}: {message}")]
     Invalid {
         /// The config file.
@@ -235,13 +239,105 @@ pub enum ConfigError {
     },
 }
 
-/// Reads `model_dir/config.toml`; a model without one gets the defaults.
+/// Which file a model's configuration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `config.toml`.
+    Toml,
+    /// Triton's `config.pbtxt` (there was no `config.toml`).
+    TritonPbtxt,
+    /// Neither file: the defaults.
+    Default,
+}
+
+/// A model's configuration and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: ModelConfig,
+    /// The file it was read from.
+    pub source: ConfigSource,
+    /// The tensors a `config.pbtxt` declares; `None` for the other sources.
+    pub declared: Option<DeclaredSignature>,
+    /// Things to log: the fields of a `config.pbtxt` Quiver does not act on, or that a
+    /// `config.pbtxt` was ignored because a `config.toml` sits beside it.
+    pub warnings: Vec<String>,
+}
+
+/// Reads a model's configuration from `model_dir`.
+///
+/// Precedence: `config.toml` when present (a `config.pbtxt` beside it is then not read at all,
+/// only reported in [`LoadedConfig::warnings`]); else Triton's `config.pbtxt`, whose `name`,
+/// when set, must equal the directory name (as Triton requires); else the defaults. Errors
+/// name the file.
+pub fn load_model_config(model_dir: &Path) -> Result<LoadedConfig, ConfigError> {
+    let pbtxt = model_dir.join(TRITON_CONFIG_FILE);
+    if let Some(config) = load_toml(model_dir)? {
+        let mut warnings = Vec::new();
+        if pbtxt.exists() {
+            warnings.push(format!(
+                "{TRITON_CONFIG_FILE} ignored: {CONFIG_FILE} takes precedence"
+            ));
+        }
+        return Ok(LoadedConfig {
+            config,
+            source: ConfigSource::Toml,
+            declared: None,
+            warnings,
+        });
+    }
+    let Some(text) = read_if_present(&pbtxt)? else {
+        return Ok(LoadedConfig {
+            config: ModelConfig::default(),
+            source: ConfigSource::Default,
+            declared: None,
+            warnings: Vec::new(),
+        });
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        path: pbtxt.clone(),
+        message,
+    };
+    let triton = parse_triton_config(&text).map_err(invalid)?;
+    if let Some(name) = &triton.name {
+        // "." or a path ending in ".." has no file name of its own: ask the file system.
+        let dir = model_dir.file_name().map(PathBuf::from).or_else(|| {
+            fs::canonicalize(model_dir)
+                .ok()?
+                .file_name()
+                .map(PathBuf::from)
+        });
+        if dir.as_deref() != Some(Path::new(name)) {
+            let dir = dir.unwrap_or_default();
+            return Err(invalid(format!(
+                "name: \"{name}\" does not match the model directory \"{}\"",
+                dir.display()
+            )));
+        }
+    }
+    Ok(LoadedConfig {
+        config: triton.config,
+        source: ConfigSource::TritonPbtxt,
+        declared: Some(DeclaredSignature {
+            max_batch_size: triton.max_batch_size,
+            inputs: triton.inputs,
+            outputs: triton.outputs,
+        }),
+        warnings: triton.warnings,
+    })
+}
+
+/// Reads a model's configuration from `model_dir` (see [`load_model_config`] for which file);
+/// a model with neither file gets the defaults.
 pub fn load_config(model_dir: &Path) -> Result<ModelConfig, ConfigError> {
+    load_model_config(model_dir).map(|loaded| loaded.config)
+}
+
+/// `model_dir/config.toml`, if there is one.
+fn load_toml(model_dir: &Path) -> Result<Option<ModelConfig>, ConfigError> {
     let path = model_dir.join(CONFIG_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
-        Err(source) => return Err(ConfigError::Unreadable { path, source }),
+    let Some(text) = read_if_present(&path)? else {
+        return Ok(None);
     };
     let mut config = parse_config(&text).map_err(|message| ConfigError::Invalid {
         path: path.clone(),
@@ -252,7 +348,19 @@ pub fn load_config(model_dir: &Path) -> Result<ModelConfig, ConfigError> {
     {
         *saved = model_dir.join(&saved);
     }
-    Ok(config)
+    Ok(Some(config))
+}
+
+/// The text of `path`; `None` when there is no such file.
+pub(crate) fn read_if_present(path: &Path) -> Result<Option<String>, ConfigError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Unreadable {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Parses the text of a `config.toml`; the error names the key and what was expected.
@@ -298,7 +406,7 @@ pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
     if let VersionPolicy::Latest(0) = config.version_policy {
         return Err("version_policy.latest: expected at least 1 version, got 0".into());
     }
-    if let Some((label, _)) = config.labels.iter().find(|(_, &v)| v == 0) {
+    if let Some((label, _)) = config.labels.iter().find(|(_, v)| **v == 0) {
         return Err(format!(
             "labels.{label}: versions are positive integers, got 0"
         ));
@@ -418,6 +526,82 @@ mod tests {
         assert_eq!(
             load_config(&dir.path().join("none")).unwrap(),
             ModelConfig::default()
+        );
+    }
+
+    const PBTXT: &str = "name: \"resnet\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 4\n\
+                         input [ { name: \"x\" data_type: TYPE_FP32 dims: [ 3 ] } ]\n\
+                         dynamic_batching { }\nmodel_warmup [ { name: \"w\" batch_size: 1 } ]\n";
+
+    #[test]
+    fn pbtxt_when_there_is_no_toml() {
+        let repo = tempfile::tempdir().unwrap();
+        let dir = repo.path().join("resnet");
+        fs::create_dir(&dir).unwrap();
+        let loaded = load_model_config(&dir).unwrap();
+        assert_eq!(loaded.source, ConfigSource::Default);
+        assert_eq!(loaded.config, ModelConfig::default());
+
+        fs::write(dir.join(TRITON_CONFIG_FILE), PBTXT).unwrap();
+        let loaded = load_model_config(&dir).unwrap();
+        assert_eq!(loaded.source, ConfigSource::TritonPbtxt);
+        assert_eq!(loaded.config.batching.max_batch_size, Some(4));
+        let declared = loaded.declared.unwrap();
+        assert_eq!(declared.max_batch_size, 4);
+        assert_eq!(declared.inputs[0].name, "x");
+        assert!(declared.outputs.is_empty());
+        assert_eq!(loaded.warnings, ["model_warmup: not used by Quiver"]);
+        assert_eq!(load_config(&dir).unwrap().batching.max_batch_size, Some(4));
+        // The directory's own name when the path has none.
+        let here = load_model_config(&dir.join("."));
+        assert!(here.is_ok(), "{here:?}");
+    }
+
+    #[test]
+    fn pbtxt_name_must_match_the_directory() {
+        let repo = tempfile::tempdir().unwrap();
+        let dir = repo.path().join("other");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join(TRITON_CONFIG_FILE), PBTXT).unwrap();
+        let e = load_model_config(&dir).unwrap_err();
+        let ConfigError::Invalid { path, message } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(path, &dir.join(TRITON_CONFIG_FILE));
+        assert!(
+            message.contains("\"resnet\"") && message.contains("\"other\""),
+            "{e}"
+        );
+
+        fs::write(
+            dir.join(TRITON_CONFIG_FILE),
+            "platform: \"onnxruntime_onnx\"",
+        )
+        .unwrap();
+        assert!(load_model_config(&dir).is_ok());
+        fs::write(dir.join(TRITON_CONFIG_FILE), "platform \"x\"").unwrap();
+        let e = load_model_config(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains(TRITON_CONFIG_FILE) && e.contains("line 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn toml_wins_over_pbtxt() {
+        let repo = tempfile::tempdir().unwrap();
+        let dir = repo.path().join("m");
+        fs::create_dir(&dir).unwrap();
+        // Invalid for this directory, so reading it at all would fail the load.
+        fs::write(dir.join(TRITON_CONFIG_FILE), PBTXT).unwrap();
+        fs::write(dir.join(CONFIG_FILE), "[batching]\nmax_batch_size = 32\n").unwrap();
+        let loaded = load_model_config(&dir).unwrap();
+        assert_eq!(loaded.source, ConfigSource::Toml);
+        assert_eq!(loaded.config.batching.max_batch_size, Some(32));
+        assert_eq!(loaded.declared, None);
+        assert_eq!(
+            loaded.warnings,
+            ["config.pbtxt ignored: config.toml takes precedence"]
         );
     }
 }

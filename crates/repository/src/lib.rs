@@ -1,5 +1,7 @@
 //! The on-disk model repository: `REPO/NAME/VERSION/model.onnx`, and each model's optional
-//! `REPO/NAME/config.toml` ([`load_config`]).
+//! `REPO/NAME/config.toml` or Triton `REPO/NAME/config.pbtxt` ([`load_model_config`]); and TF
+//! Serving's `--model_config_file`, which lists models anywhere on disk
+//! ([`read_model_config_file`]).
 //!
 //! This crate only reads the layout; it never loads a model. Anything that does not fit the
 //! layout (stray files, non-numeric version directories, versions without a model file) is
@@ -7,10 +9,18 @@
 //! followed, as Kubernetes volume mounts are made of them.
 
 mod config;
+mod model_config_file;
+mod textproto;
+mod triton;
 
 pub use config::{
-    BatchingConfig, CONFIG_FILE, ConfigError, EngineChoice, EngineOptionsConfig, LifecycleConfig,
-    ModelConfig, Rollover, VersionPolicy, Warmup, check_label, load_config, parse_config,
+    BatchingConfig, CONFIG_FILE, ConfigError, ConfigSource, EngineChoice, EngineOptionsConfig,
+    LifecycleConfig, LoadedConfig, ModelConfig, Rollover, VersionPolicy, Warmup, check_label,
+    load_config, load_model_config, parse_config,
+};
+pub use model_config_file::{ServedModel, parse_model_config_file, read_model_config_file};
+pub use triton::{
+    DeclaredSignature, DeclaredTensor, TRITON_CONFIG_FILE, TritonConfig, parse_triton_config,
 };
 
 use std::fs;
