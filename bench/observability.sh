@@ -4,7 +4,9 @@
 # one with everything on (the default: /metrics, one access line per request, written to a file)
 # and one with `--metrics false --access-log false`. The two are measured in turns, several
 # rounds, so that the machine's drift hits both alike; each round prints both throughputs and
-# their ratio.
+# their ratio. The servers run on core 1 and perf_analyzer on core 0, so that the client's
+# share of the CPU does not swing with the server's (an A/A run, OFF_ARGS="", shows the noise
+# that remains).
 #
 #   bench/observability.sh [ROUNDS] [SECONDS_PER_POINT]      (default 4 rounds of 5 s)
 #
@@ -31,7 +33,7 @@ cp crates/test-support/fixtures/models/dense/1/model.onnx "$repo/dense/1/"
 start() { # LOG ARGS...
     local log=$1
     shift
-    "$bin" serve --model-repository "$repo" --host 127.0.0.1 --rest-port 0 --grpc-port 0 \
+    taskset -c 1 "$bin" serve --model-repository "$repo" --host 127.0.0.1 --rest-port 0 --grpc-port 0 \
         --onnxruntime-lib "$ort" "$@" 2>"$log" &
 }
 start "$on_log"
@@ -52,7 +54,7 @@ off_url=$(url "$off_log")
 
 throughput() { # URL
     local out
-    out=$("$pa" -m dense -i http -u "$1" --input-tensor-format json --output-tensor-format json \
+    out=$(taskset -c 0 "$pa" -m dense -i http -u "$1" --input-tensor-format json --output-tensor-format json \
         --shape x:1,64 --concurrency-range 8 --measurement-interval $((seconds * 1000)) \
         --max-trials 5 --stability-percentage 50 2>&1) || { echo "perf_analyzer failed: $out" >&2; exit 1; }
     sed -n 's/.*Throughput: \([0-9.]*\) infer\/sec.*/\1/p' <<<"$out" | tail -1

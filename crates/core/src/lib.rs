@@ -9,14 +9,16 @@ mod engines;
 mod error;
 mod manager;
 mod version;
+pub mod warmup;
 
 pub use engines::{Engines, Selection};
 pub use error::{Error, ErrorKind};
 pub use manager::{
-    BatchingDefaults, ManagerOptions, ModelManager, VersionSelector, VersionState, VersionStatus,
+    BatchingDefaults, IndexEntry, ManagerOptions, ModelManager, ModelSource, Sources,
+    VersionSelector, VersionState, VersionStatus,
 };
 pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
-pub use quiver_repository::EngineChoice;
+pub use quiver_repository::{EngineChoice, ModelConfig};
 pub use version::shape_text;
 pub use version::{Inference, LoadedVersion, NamedTensor, find_output};

@@ -18,11 +18,17 @@ use crate::inference::infer_parameter::ParameterChoice;
 use crate::inference::model_infer_request::InferInputTensor;
 use crate::inference::model_infer_response::InferOutputTensor;
 use crate::inference::model_metadata_response::TensorMetadata;
+use crate::inference::model_repository_parameter::ParameterChoice as RepositoryParameter;
+use crate::inference::repository_index_response::ModelIndex;
 use crate::inference::{
     self as pb, InferTensorContents, ModelConfigRequest, ModelConfigResponse, ModelInferRequest,
     ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
     ModelReadyResponse, ModelStreamInferResponse, ServerLiveRequest, ServerLiveResponse,
     ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
+};
+use crate::inference::{
+    RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
+    RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
 };
 use crate::narrow;
 use crate::status::{invalid, status};
@@ -319,12 +325,71 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
-    /// Ready once the repository has been loaded, which happens before the listener opens.
+    /// Ready once the start-up models are loaded, until shutdown begins.
     async fn server_ready(
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse { ready: true }))
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.models.is_ready(),
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let request = request.into_inner();
+        let models = self
+            .models
+            .index(request.ready)
+            .iter()
+            .map(|row| ModelIndex {
+                name: row.name.clone(),
+                version: row.version.map(|v| v.to_string()).unwrap_or_default(),
+                state: row.triton_state().to_owned(),
+                reason: row.reason_text(),
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let request = request.into_inner();
+        let config = match request
+            .parameters
+            .get("config")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => None,
+            Some(RepositoryParameter::StringParam(text)) => Some(text.clone()),
+            Some(_) => {
+                return Err(invalid(
+                    "parameters.config must be a string holding a JSON object",
+                ));
+            }
+        };
+        let models = Arc::clone(&self.models);
+        tokio::task::spawn_blocking(move || {
+            models.api_load(&request.model_name, config.as_deref())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status)?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        self.models
+            .api_unload(&request.into_inner().model_name)
+            .map_err(status)?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 
     async fn model_ready(

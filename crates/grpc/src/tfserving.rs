@@ -45,25 +45,21 @@ impl TfServing {
         if spec.name.is_empty() {
             return Err(invalid("model_spec.name is empty"));
         }
-        let selector = match version_of(spec)? {
-            None => VersionSelector::Latest,
-            Some(v) => VersionSelector::Specific(v),
-        };
+        let selector = selector_of(spec)?;
         self.models.get(&spec.name, &selector).map_err(status)
     }
 }
 
-/// The version a spec names, if any. Labels come with the lifecycle work; until then none exist.
-fn version_of(spec: &ModelSpec) -> Result<Option<u64>, Status> {
+/// The version a spec asks for: a number, a label, or (neither) the latest.
+fn selector_of(spec: &ModelSpec) -> Result<VersionSelector, Status> {
     match &spec.version_choice {
-        None => Ok(None),
+        None => Ok(VersionSelector::Latest),
         Some(VersionChoice::Version(v)) => u64::try_from(*v)
-            .map(Some)
-            .map_err(|_| invalid(format!("version {v} is not a positive integer"))),
-        Some(VersionChoice::VersionLabel(label)) => Err(invalid(format!(
-            "unrecognized servable version label '{label}': model '{}' has no version labels",
-            spec.name
-        ))),
+            .ok()
+            .filter(|&v| v > 0)
+            .map(VersionSelector::Specific)
+            .ok_or_else(|| invalid(format!("version {v} is not a positive integer"))),
+        Some(VersionChoice::VersionLabel(label)) => Ok(VersionSelector::Label(label.clone())),
     }
 }
 
@@ -345,7 +341,23 @@ impl ModelService for TfServing {
         if spec.name.is_empty() {
             return Err(invalid("model_spec.name is empty"));
         }
-        let version = version_of(&spec)?;
+        let version = match selector_of(&spec)? {
+            VersionSelector::Latest => None,
+            VersionSelector::Specific(v) => Some(v),
+            VersionSelector::Label(label) => Some(
+                *self
+                    .models
+                    .labels(&spec.name)
+                    .map_err(status)?
+                    .get(&label)
+                    .ok_or_else(|| {
+                        status(quiver_core::Error::not_found(format!(
+                            "model '{}' has no version label '{label}'",
+                            spec.name
+                        )))
+                    })?,
+            ),
+        };
         let versions = self.models.status(&spec.name, version).map_err(status)?;
         Ok(Response::new(GetModelStatusResponse {
             model_version_status: versions

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve every model of a model repository.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Print a model file's inputs and outputs (like `saved_model_cli show`).
     Inspect(InspectConfig),
 }
@@ -29,9 +29,26 @@ pub enum Command {
 /// `quiver serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// Model repository: a directory of `NAME/VERSION/model.onnx`.
-    #[arg(long, env = "QUIVER_MODEL_REPOSITORY", value_name = "DIR")]
-    pub model_repository: PathBuf,
+    /// Model repository: a directory of `NAME/VERSION/model.onnx` (each model may have a
+    /// `config.toml`, or Triton's `config.pbtxt`).
+    #[arg(
+        long,
+        env = "QUIVER_MODEL_REPOSITORY",
+        value_name = "DIR",
+        required_unless_present = "model_config_file"
+    )]
+    pub model_repository: Option<PathBuf>,
+
+    /// TF Serving's model config file (`model_config_list` in protobuf text format): the models
+    /// to serve, each with its base path, version policy and labels; used instead of
+    /// --model-repository. In `poll` mode it is read again at every poll.
+    #[arg(
+        long,
+        env = "QUIVER_MODEL_CONFIG_FILE",
+        value_name = "FILE",
+        conflicts_with = "model_repository"
+    )]
+    pub model_config_file: Option<PathBuf>,
 
     /// HTTP listener settings.
     #[command(flatten)]
@@ -48,6 +65,63 @@ pub struct ServeConfig {
     /// Logging settings.
     #[command(flatten)]
     pub log: LogConfig,
+
+    /// Model lifecycle settings.
+    #[command(flatten)]
+    pub lifecycle: LifecycleConfig,
+}
+
+/// How models are loaded and unloaded, and how the server stops.
+#[derive(Debug, Clone, Args)]
+pub struct LifecycleConfig {
+    /// `poll`: watch the repository and load new versions, unload removed ones, reload changed
+    /// ones; `explicit`: load only what `--load-model` and the repository API ask for; `none`:
+    /// load everything once at start-up.
+    #[arg(long, env = "QUIVER_MODEL_CONTROL_MODE", value_enum, default_value_t = ControlMode::Poll)]
+    pub model_control_mode: ControlMode,
+
+    /// Seconds between two looks at the repository in `poll` mode.
+    #[arg(long, env = "QUIVER_REPOSITORY_POLL_SECS", default_value_t = 5.0, value_name = "SECS",
+        value_parser = positive_seconds)]
+    pub repository_poll_secs: f64,
+
+    /// In `explicit` mode, a model to load at start-up (repeatable; `*` loads every model).
+    #[arg(
+        long,
+        env = "QUIVER_LOAD_MODEL",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub load_model: Vec<String>,
+
+    /// Let a version label name a version that is not available (yet); by default such a label
+    /// keeps pointing at its previous version until the new one is available.
+    #[arg(long, env = "QUIVER_ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS", default_value_t = false,
+        action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub allow_version_labels_for_unavailable_models: bool,
+
+    /// After SIGTERM/SIGINT, seconds to keep accepting requests while reporting not-ready (time
+    /// for a load balancer to notice), before the listeners close.
+    #[arg(long, env = "QUIVER_SHUTDOWN_DELAY_SECS", default_value_t = 0.0, value_name = "SECS",
+        value_parser = non_negative_seconds)]
+    pub shutdown_delay_secs: f64,
+
+    /// Once the listeners close, the longest wait, in seconds, for in-flight and queued
+    /// requests to finish before the server exits anyway.
+    #[arg(long, env = "QUIVER_EXIT_TIMEOUT_SECS", default_value_t = 30.0, value_name = "SECS",
+        value_parser = non_negative_seconds)]
+    pub exit_timeout_secs: f64,
+}
+
+/// Model control modes (Triton's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControlMode {
+    /// Load once at start-up.
+    None,
+    /// Follow the repository.
+    Poll,
+    /// Load and unload on request.
+    Explicit,
 }
 
 /// Where and how the REST API listens.
@@ -220,6 +294,20 @@ pub struct InspectConfig {
 }
 
 /// A count of threads: a positive integer.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("'{text}' is not a positive number of seconds")),
+    }
+}
+
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s >= 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds")),
+    }
+}
+
 fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -234,8 +322,8 @@ impl ServeConfig {
         let Command::Serve(mut config) = cli.command else {
             unreachable!("parsed a serve command line")
         };
-        config.model_repository = model_repository.into();
-        config
+        config.model_repository = Some(model_repository.into());
+        *config
     }
 }
 

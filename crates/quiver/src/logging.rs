@@ -42,7 +42,12 @@ pub fn init(format: LogFormat) -> anyhow::Result<Logging> {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("quiver-log-writer")
-        .finish(std::io::stderr());
+        // Buffered: the writer thread flushes whenever it has drained what is queued, so a busy
+        // server makes one write per burst of lines instead of one per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);

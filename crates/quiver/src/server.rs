@@ -9,14 +9,14 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use std::time::Duration;
 
-use quiver_core::{BatchingDefaults, ManagerOptions, ModelManager};
+use quiver_core::{BatchingDefaults, ManagerOptions, ModelManager, Sources};
 use quiver_grpc::GrpcOptions;
 use quiver_http::AppState;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::ServeConfig;
+use crate::config::{ControlMode, ServeConfig};
 
 /// A server that is up and answering.
 pub struct RunningServer {
@@ -31,6 +31,8 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     rest: JoinHandle<std::io::Result<()>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    poller: Option<Poller>,
+    exit_timeout: Duration,
 }
 
 impl RunningServer {
@@ -40,11 +42,65 @@ impl RunningServer {
         self.wait().await
     }
 
-    /// Waits until both listeners have stopped (after the shutdown signal fired).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.rest.await.context("the REST server task failed")??;
-        self.grpc.await.context("the gRPC server task failed")??;
-        Ok(())
+    /// Waits until both listeners have stopped (after the shutdown signal fired) and their
+    /// in-flight requests have been answered, or `--exit-timeout-secs` passed.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.subscribe().wait_for(|&stop| stop).await;
+        if let Some(poller) = self.poller.take() {
+            poller.stop();
+        }
+        let drained = async {
+            self.rest.await.context("the REST server task failed")??;
+            self.grpc.await.context("the gRPC server task failed")??;
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(self.exit_timeout, drained).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    seconds = self.exit_timeout.as_secs_f64(),
+                    "requests still in flight after --exit-timeout-secs: exiting anyway"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The thread that polls the repository (`--model-control-mode poll`).
+struct Poller {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Poller {
+    fn start(models: Arc<ModelManager>, every: Duration) -> std::io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("quiver-poll".into())
+            .spawn(move || {
+                // Sleep in short steps so that shutdown does not wait out a long interval.
+                let step = Duration::from_millis(50).min(every);
+                loop {
+                    let mut slept = Duration::ZERO;
+                    while slept < every {
+                        if stopped.load(Ordering::Acquire) {
+                            return;
+                        }
+                        std::thread::sleep(step);
+                        slept += step;
+                    }
+                    if let Err(e) = models.poll() {
+                        tracing::error!("polling the model repository: {e}");
+                    }
+                }
+            })?;
+        Ok(Self { stop })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -77,18 +133,22 @@ pub async fn start(
                 .then(|| Duration::from_millis(engine.default_timeout_ms)),
             instances: engine.instances,
         },
+        allow_unavailable_labels: config.lifecycle.allow_version_labels_for_unavailable_models,
+        model_control_api: config.lifecycle.model_control_mode == ControlMode::Explicit,
     };
     let metrics = if config.log.metrics {
         Some(quiver_telemetry::exporter::install().map_err(anyhow::Error::msg)?)
     } else {
         None
     };
-    let models = Arc::new(ModelManager::new(engines, options));
-    let repository = config.model_repository.clone();
-    let loader = Arc::clone(&models);
-    tokio::task::spawn_blocking(move || loader.load_repository(&repository))
-        .await
-        .context("loading the model repository panicked")??;
+    let sources = match (&config.model_config_file, &config.model_repository) {
+        (Some(file), _) => Sources::ConfigFile(file.clone()),
+        (None, Some(repository)) => Sources::Repository(repository.clone()),
+        (None, None) => anyhow::bail!("give --model-repository or --model-config-file"),
+    };
+    let models = Arc::new(ModelManager::new(engines, options, sources));
+    // Reading the repository up front turns a wrong --model-repository into an error at once.
+    models.sources()?;
 
     let listener = TcpListener::bind((config.http.host, config.http.rest_port))
         .await
@@ -99,7 +159,6 @@ pub async fn start(
             )
         })?;
     let rest_addr = listener.local_addr()?;
-    tracing::info!("REST API listening on http://{rest_addr}");
     let state = AppState {
         models: Arc::clone(&models),
         max_body_bytes: config.http.max_body_bytes,
@@ -120,10 +179,20 @@ pub async fn start(
     // One stop signal for both listeners: the caller's `shutdown` future or `shutdown()`.
     let (stop, stop_rx) = watch::channel(false);
     let signal = stop.clone();
+    let delay = Duration::from_secs_f64(config.lifecycle.shutdown_delay_secs);
+    let draining = Arc::clone(&models);
     tokio::spawn(async move {
         tokio::select! {
             () = shutdown => {}
             () = signal.closed() => return,
+        }
+        draining.set_ready(false);
+        if !delay.is_zero() {
+            tracing::info!(
+                seconds = delay.as_secs_f64(),
+                "shutting down: not ready, still serving"
+            );
+            tokio::time::sleep(delay).await;
         }
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = signal.send(true);
@@ -148,6 +217,23 @@ pub async fn start(
         },
         stopped(stop_rx.clone()),
     ));
+    // The listeners answer health checks (not ready) while the start-up models load.
+    let lifecycle = &config.lifecycle;
+    let loader = Arc::clone(&models);
+    let mode = lifecycle.model_control_mode;
+    let wanted = lifecycle.load_model.clone();
+    tokio::task::spawn_blocking(move || load_at_start(&loader, mode, &wanted))
+        .await
+        .context("loading the start-up models panicked")??;
+    models.set_ready(true);
+    let poller = match mode {
+        ControlMode::Poll => Some(Poller::start(
+            Arc::clone(&models),
+            Duration::from_secs_f64(lifecycle.repository_poll_secs),
+        )?),
+        ControlMode::None | ControlMode::Explicit => None,
+    };
+    tracing::info!("REST API listening on http://{rest_addr}");
     tracing::info!("gRPC API listening on {grpc_addr}");
     let metrics_addr = match config.log.metrics_port {
         Some(port) => {
@@ -179,7 +265,27 @@ pub async fn start(
         stop,
         rest,
         grpc,
+        poller,
+        exit_timeout: Duration::from_secs_f64(config.lifecycle.exit_timeout_secs),
     })
+}
+
+/// Loads the start-up models: all of them, or in `explicit` mode those `--load-model` names.
+fn load_at_start(
+    models: &ModelManager,
+    mode: ControlMode,
+    wanted: &[String],
+) -> anyhow::Result<()> {
+    if mode != ControlMode::Explicit || wanted.iter().any(|name| name == "*") {
+        return Ok(models.load_all()?);
+    }
+    for name in wanted {
+        // A start-up model that cannot be loaded stops the server: it was asked for by name.
+        models
+            .load(name, None)
+            .map_err(|e| anyhow::anyhow!("--load-model {name}: {}", e.message))?;
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

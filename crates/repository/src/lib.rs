@@ -86,6 +86,12 @@ pub enum RepositoryError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The model config file (`--model-config-file`) cannot be used.
+    #[error("{message}")]
+    Config {
+        /// What is wrong, naming the file.
+        message: String,
+    },
 }
 
 /// Scans the repository at `root`.

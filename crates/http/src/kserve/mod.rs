@@ -2,6 +2,7 @@
 //! configuration extensions: `/v2/health/*`, `/v2`, `/v2/models/NAME[/versions/V][/ready|/config|/infer]`.
 
 pub mod codec;
+mod repository;
 
 use std::sync::Arc;
 
@@ -27,7 +28,11 @@ use quiver_telemetry::{Protocol, RequestRecord, Stage};
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// Extensions this server implements, as `GET /v2` lists them.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+];
 
 /// The KServe V2 routes.
 pub fn routes() -> Router<AppState> {
@@ -55,6 +60,12 @@ pub fn routes() -> Router<AppState> {
             "/v2/models/{name}/versions/{version}/infer",
             post(infer_version),
         )
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{name}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(repository::unload),
+        )
 }
 
 async fn server_metadata() -> Response {
@@ -70,9 +81,13 @@ async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// Ready once the repository has been loaded, which happens before the listener opens.
-async fn ready() -> StatusCode {
-    StatusCode::OK
+/// Ready once the start-up models are loaded, until shutdown begins.
+async fn ready(State(state): State<AppState>) -> StatusCode {
+    if state.models.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 fn resolve(

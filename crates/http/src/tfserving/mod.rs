@@ -38,7 +38,7 @@ enum Target {
 #[derive(Debug, PartialEq, Eq)]
 struct Route {
     model: String,
-    version: Option<u64>,
+    version: VersionSelector,
     target: Target,
 }
 
@@ -55,9 +55,12 @@ fn parse_route(rest: &str) -> Option<Route> {
         target = Target::Metadata;
     }
     let (model, version) = match segments.as_slice() {
-        [model] => (*model, None),
+        [model] => (*model, VersionSelector::Latest),
         [model, "versions", v] if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
-            (*model, Some(v.parse().ok()?))
+            (*model, VersionSelector::Specific(v.parse().ok()?))
+        }
+        [model, "labels", label] if quiver_repository::check_label(label).is_ok() => {
+            (*model, VersionSelector::Label((*label).to_owned()))
         }
         _ => return None,
     };
@@ -89,7 +92,7 @@ async fn dispatch(
         Some(route) => route,
         None => {
             return ApiError::not_found(format!(
-                "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N][:predict|/metadata]"
+                "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N|/labels/L][:predict|/metadata]"
             ))
             .into_response();
         }
@@ -105,11 +108,9 @@ async fn dispatch(
         )
         .into_response();
     }
-    let selector = route
-        .version
-        .map_or(VersionSelector::Latest, VersionSelector::Specific);
+    let selector = route.version.clone();
     match route.target {
-        Target::Status => status(&state, &route.model, route.version).into_response(),
+        Target::Status => status(&state, &route.model, &route.version).into_response(),
         Target::Metadata => state
             .models
             .get(&route.model, &selector)
@@ -181,10 +182,27 @@ async fn predict(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-fn status(state: &AppState, model: &str, version: Option<u64>) -> Result<Response, ApiError> {
+fn status(state: &AppState, model: &str, selector: &VersionSelector) -> Result<Response, ApiError> {
+    let labels = state.models.labels(model)?;
+    let version = match selector {
+        VersionSelector::Latest => None,
+        VersionSelector::Specific(v) => Some(*v),
+        VersionSelector::Label(label) => Some(*labels.get(label).ok_or_else(|| {
+            ApiError::not_found(format!("model '{model}' has no version label '{label}'"))
+        })?),
+    };
     let versions = state.models.status(model, version)?;
     let list: Vec<Value> = versions.iter().map(version_status_json).collect();
-    Ok(json_response(&json!({ "model_version_status": list })))
+    let mut body = json!({ "model_version_status": list });
+    // Not in TF Serving's response: the labels in force, for operators (clients ignore it).
+    if !labels.is_empty() {
+        body["version_labels"] = labels
+            .iter()
+            .map(|(label, v)| (label.clone(), json!(v.to_string())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    Ok(json_response(&body))
 }
 
 fn version_status_json(v: &VersionStatus) -> Value {
@@ -251,7 +269,7 @@ mod tests {
     fn route(model: &str, version: Option<u64>, target: Target) -> Option<Route> {
         Some(Route {
             model: model.into(),
-            version,
+            version: version.map_or(VersionSelector::Latest, VersionSelector::Specific),
             target,
         })
     }
@@ -280,8 +298,18 @@ mod tests {
             parse_route("m:classify"),
             route("m", None, Target::Classify)
         );
+        assert_eq!(
+            parse_route("m/labels/stable:predict"),
+            Some(Route {
+                model: "m".into(),
+                version: VersionSelector::Label("stable".into()),
+                target: Target::Predict,
+            })
+        );
         for bad in [
             "",
+            "m/labels/",
+            "m/labels/a b",
             "m:explode",
             "m/versions/x:predict",
             "m/versions/",
