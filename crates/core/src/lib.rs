@@ -8,6 +8,7 @@ pub mod deadline;
 mod engines;
 mod error;
 mod manager;
+pub mod memory;
 mod version;
 pub mod warmup;
 

@@ -847,6 +847,7 @@ impl ModelManager {
                 std::thread::sleep(Duration::from_millis(5));
             }
             drop(loaded);
+            crate::memory::release();
             if retired {
                 quiver_telemetry::lifecycle::set_state(&model, version, VersionState::End.as_str());
                 tracing::info!(model = %model, version, "model version unloaded");

@@ -1,9 +1,15 @@
 //! The `quiver` command.
 
 use clap::Parser as _;
+
+/// mimalloc: fast for the many small allocations of request handling, and it returns freed
+/// pages to the system, so an unloaded model's memory does not stay resident.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use quiver::config::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    quiver_core::memory::configure();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -1,0 +1,306 @@
+//! Model lifecycle through the real binary: roll-over under load in poll mode (no failed
+//! request, answers move to the new version), a corrupt new version leaving the old one serving,
+//! and memory returned after load/unload cycles.
+
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use quiver_test_support::{ServerProcess, TempRepository, fixture_model, shared_models};
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_quiver"))
+}
+
+/// Adds `REPO/NAME/VERSION/model.onnx` in one step (the version directory appears complete),
+/// as a deployment tool would.
+fn add_version(repo: &Path, name: &str, version: u64, model: &Path) {
+    let staging = repo.join(format!(".staging-{name}-{version}"));
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::copy(model, staging.join("model.onnx")).unwrap();
+    std::fs::rename(&staging, repo.join(name).join(version.to_string())).unwrap();
+}
+
+fn predict(client: &reqwest::blocking::Client, url: &str) -> Result<String, String> {
+    let response = client
+        .post(format!("{url}/v2/models/half_plus_two/infer"))
+        .json(&json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}))
+        .send()
+        .map_err(|e| format!("connection: {e}"))?;
+    let status = response.status();
+    let body: Value = response.json().map_err(|e| format!("body: {e}"))?;
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    if body["outputs"][0]["data"] != json!([2.5, 3.0, 3.5]) {
+        return Err(format!("wrong answer: {body}"));
+    }
+    Ok(body["model_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status(url: &str, model: &str) -> Value {
+    reqwest::blocking::get(format!("{url}/v1/models/{model}"))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn state_of(status: &Value, version: u64) -> Option<(String, String)> {
+    status["model_version_status"]
+        .as_array()?
+        .iter()
+        .find(|v| v["version"] == json!(version.to_string()))
+        .map(|v| {
+            (
+                v["state"].as_str().unwrap_or_default().to_owned(),
+                v["status"]["error_message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+}
+
+#[test]
+fn roll_over_under_load_loses_no_request() {
+    let repo = TempRepository::new().unwrap();
+    let model = fixture_model("half_plus_two");
+    repo.add("half_plus_two", 1, &model).unwrap();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--repository-poll-secs",
+            "0.1",
+        ],
+    )
+    .unwrap();
+    let url = server.url();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, stop, served, seen) = (
+                url.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&served),
+                Arc::clone(&seen),
+            );
+            std::thread::spawn(move || -> Vec<String> {
+                let client = reqwest::blocking::Client::new();
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match predict(&client, &url) {
+                        Ok(version) => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                            let mut seen = seen.lock().unwrap();
+                            if seen.last() != Some(&version) {
+                                seen.push(version);
+                            }
+                        }
+                        Err(e) => failures.push(e),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let answered_by = |version: &'static str| {
+        let url = url.clone();
+        move || predict(&reqwest::blocking::Client::new(), &url).as_deref() == Ok(version)
+    };
+    wait_for("requests to flow", Duration::from_secs(10), || {
+        served.load(Ordering::Relaxed) > 50
+    });
+    add_version(repo.path(), "half_plus_two", 2, &model);
+    wait_for(
+        "version 2 to serve",
+        Duration::from_secs(30),
+        answered_by("2"),
+    );
+    add_version(repo.path(), "half_plus_two", 3, &model);
+    wait_for(
+        "version 3 to serve",
+        Duration::from_secs(30),
+        answered_by("3"),
+    );
+    std::fs::remove_dir_all(repo.path().join("half_plus_two/1")).unwrap();
+    wait_for("version 1 to end", Duration::from_secs(30), || {
+        state_of(&status(&url, "half_plus_two"), 1).map(|(s, _)| s) == Some("END".into())
+    });
+    let before = served.load(Ordering::Relaxed);
+    wait_for("more requests", Duration::from_secs(10), || {
+        served.load(Ordering::Relaxed) > before + 50
+    });
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the roll-over, e.g. {:?}\n{}",
+        failures.len(),
+        served.load(Ordering::Relaxed) + failures.len(),
+        &failures[..failures.len().min(3)],
+        server.log()
+    );
+    // Answers moved forward only: 1, then 2, then 3 (each client's view, merged in order of
+    // first sight, never goes back).
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("1"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("3"), "{seen:?}");
+    // The policy (latest 1) retired version 2 once 3 served.
+    let status = status(&url, "half_plus_two");
+    assert_eq!(state_of(&status, 3).unwrap().0, "AVAILABLE", "{status}");
+    wait_for("version 2 to end", Duration::from_secs(10), || {
+        state_of(&self::status(&url, "half_plus_two"), 2).map(|(s, _)| s) == Some("END".into())
+    });
+}
+
+#[test]
+fn a_corrupt_new_version_fails_while_the_old_one_keeps_serving() {
+    let repo = TempRepository::new().unwrap();
+    let model = fixture_model("half_plus_two");
+    repo.add("half_plus_two", 3, &model).unwrap();
+    let server = ServerProcess::start(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--repository-poll-secs",
+            "0.1",
+        ],
+    )
+    .unwrap();
+    let url = server.url();
+    let client = reqwest::blocking::Client::new();
+    assert_eq!(predict(&client, &url).unwrap(), "3");
+
+    repo.write("half_plus_two/4/model.onnx", b"this is not an ONNX model")
+        .unwrap();
+    wait_for("version 4 to fail", Duration::from_secs(30), || {
+        state_of(&status(&url, "half_plus_two"), 4).is_some_and(|(_, e)| !e.is_empty())
+    });
+    let (state, reason) = state_of(&status(&url, "half_plus_two"), 4).unwrap();
+    assert_eq!(state, "END");
+    assert!(!reason.is_empty());
+    assert_eq!(
+        state_of(&status(&url, "half_plus_two"), 3).unwrap().0,
+        "AVAILABLE"
+    );
+    for _ in 0..20 {
+        assert_eq!(predict(&client, &url).unwrap(), "3");
+    }
+    let index: Value = client
+        .post(format!("{url}/v2/repository/index"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let row = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "4")
+        .unwrap_or_else(|| panic!("{index}"));
+    assert_eq!(row["state"], "UNAVAILABLE");
+    assert_eq!(row["reason"].as_str().unwrap(), reason);
+
+    // A fixed version 4 (a new file) is picked up by the next poll and replaces 3.
+    std::fs::copy(&model, repo.path().join("half_plus_two/4/model.onnx")).unwrap();
+    wait_for("version 4 to serve", Duration::from_secs(30), || {
+        predict(&client, &url).as_deref() == Ok("4")
+    });
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn unloading_returns_memory() {
+    let Some(shared) = shared_models() else {
+        return;
+    };
+    let repo = TempRepository::new().unwrap();
+    repo.add("mobilenet_v2", 1, &shared.join("mobilenet_v2/1/model.onnx"))
+        .unwrap();
+    let mut args = vec![
+        "--model-repository".to_owned(),
+        repo.path().to_str().unwrap().to_owned(),
+        "--model-control-mode".into(),
+        "explicit".into(),
+    ];
+    if let Some(lib) = quiver_test_support::onnxruntime_library() {
+        args.extend(["--onnxruntime-lib".into(), lib.to_str().unwrap().to_owned()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = ServerProcess::start(bin(), &args).unwrap();
+    let url = server.url();
+    let client = reqwest::blocking::Client::new();
+    let cycle = || {
+        let load = client
+            .post(format!("{url}/v2/repository/models/mobilenet_v2/load"))
+            .send()
+            .unwrap();
+        assert_eq!(load.status(), 200, "{}", load.text().unwrap());
+        let ready = client
+            .get(format!("{url}/v2/models/mobilenet_v2/ready"))
+            .send()
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let unload = client
+            .post(format!("{url}/v2/repository/models/mobilenet_v2/unload"))
+            .send()
+            .unwrap();
+        assert_eq!(unload.status(), 200);
+        // Dropped on the retiring thread once idle: wait until the index says so.
+        wait_for("the version to end", Duration::from_secs(10), || {
+            state_of(&status(&url, "mobilenet_v2"), 1).map(|(s, _)| s) == Some("END".into())
+        });
+        // mimalloc returns freed pages after a short delay.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    cycle();
+    let after_first = rss_kib(server.pid());
+    let mut series = vec![after_first];
+    for _ in 1..50 {
+        cycle();
+        series.push(rss_kib(server.pid()));
+    }
+    println!("resident memory after each unload (KiB): {series:?}");
+    let after_last = rss_kib(server.pid());
+    println!(
+        "resident memory after the first unload: {after_first} KiB, after the 50th: {after_last} KiB"
+    );
+    assert!(
+        after_last as f64 <= after_first as f64 * 1.10,
+        "resident memory grew from {after_first} KiB after the first unload to {after_last} KiB after the 50th"
+    );
+}
