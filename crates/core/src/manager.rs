@@ -1010,8 +1010,28 @@ impl ModelManager {
     /// Every model version known, by name then version (Triton's repository index); a model with
     /// no version gets one row of its own. With `ready_only`, only available versions.
     pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        // Models of the sources never loaded (explicit mode) are listed too, as Triton does.
+        let unseen: Vec<String> = if ready_only {
+            Vec::new()
+        } else {
+            let known = self.model_names();
+            self.sources()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.name)
+                .filter(|name| !known.contains(name))
+                .collect()
+        };
         let models = self.read();
-        let mut rows = Vec::new();
+        let mut rows: Vec<IndexEntry> = unseen
+            .into_iter()
+            .map(|name| IndexEntry {
+                name,
+                version: None,
+                state: None,
+                reason: Some("not loaded".into()),
+            })
+            .collect();
         for (name, record) in models.iter() {
             if record.versions.is_empty() && !ready_only {
                 rows.push(IndexEntry {
@@ -1033,6 +1053,7 @@ impl ModelManager {
                 });
             }
         }
+        rows.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
         rows
     }
 
