@@ -7,6 +7,7 @@ QUIVER_ONNXRUNTIME_LIB ONNX Runtime's library, which only servers started with
 """
 import os
 import pathlib
+import struct
 import subprocess
 import sys
 import threading
@@ -15,16 +16,18 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REST_READY = "REST API listening on http://"
+FIXTURE_MODELS = ROOT / "crates" / "test-support" / "fixtures" / "models"
 GRPC_READY = "gRPC API listening on "
 
 
 class Server:
     def __init__(self, repository, *args, onnxruntime=False):
+        """`repository` None leaves --model-repository out (for --model-config-file)."""
         binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
         if not os.path.exists(binary):
             pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
         command = [binary, "serve", "--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0",
-                   "--model-repository", str(repository), *args]
+                   *([] if repository is None else ["--model-repository", str(repository)]), *args]
         env = dict(os.environ, NO_COLOR="1")
         if not onnxruntime:
             env.pop("QUIVER_ONNXRUNTIME_LIB", None)
@@ -60,6 +63,15 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def half_plus_model(n):
+    """half_plus_two's ONNX file changed to compute 0.5 * x + n (its constant 2.0 replaced), so
+    that versions of one model tell themselves apart by their answers."""
+    data = (FIXTURE_MODELS / "half_plus_two" / "1" / "model.onnx").read_bytes()
+    two = struct.pack("<f", 2.0)
+    assert data.count(two) == 1, "half_plus_two's model file no longer holds one float 2.0"
+    return data.replace(two, struct.pack("<f", float(n)))
 
 
 @pytest.fixture(scope="session")
