@@ -959,8 +959,11 @@ impl ModelManager {
                     });
             }
             VersionSelector::Specific(version) => *version,
+            // TF Serving's answer to an unknown label: invalid argument, not "not found".
             VersionSelector::Label(label) => *record.labels.get(label).ok_or_else(|| {
-                Error::not_found(format!("model '{name}' has no version label '{label}'"))
+                Error::invalid(format!(
+                    "unrecognized servable version label '{label}' of model '{name}'"
+                ))
             })?,
         };
         match record.versions.get(&version) {
@@ -1136,7 +1139,12 @@ impl Dropped {
 fn fingerprint(config: &ModelConfig, version: &VersionDir) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    format!("{config:?}").hash(&mut hasher);
+    // Labels are routing, not part of what is loaded: moving one must not reload anything.
+    let loaded_from = ModelConfig {
+        labels: BTreeMap::new(),
+        ..config.clone()
+    };
+    format!("{loaded_from:?}").hash(&mut hasher);
     if let Ok(meta) = std::fs::metadata(&version.model_file) {
         meta.len().hash(&mut hasher);
         meta.modified().ok().hash(&mut hasher);

@@ -386,8 +386,12 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        self.models
-            .api_unload(&request.into_inner().model_name)
+        // Off the runtime: an unload waits for a load of the same model to finish.
+        let models = Arc::clone(&self.models);
+        let name = request.into_inner().model_name;
+        tokio::task::spawn_blocking(move || models.api_unload(&name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }

@@ -351,10 +351,10 @@ impl ModelService for TfServing {
                     .map_err(status)?
                     .get(&label)
                     .ok_or_else(|| {
-                        status(quiver_core::Error::not_found(format!(
-                            "model '{}' has no version label '{label}'",
+                        invalid(format!(
+                            "unrecognized servable version label '{label}' of model '{}'",
                             spec.name
-                        )))
+                        ))
                     })?,
             ),
         };

@@ -42,13 +42,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let _runtime = runtime.enter();
                 quiver::logging::init(config.log.log_format)?
             };
-            runtime.block_on(async {
+            let result = runtime.block_on(async {
                 let server =
                     quiver::server::start(&config, quiver::server::shutdown_signal()).await?;
                 server.wait().await?;
                 tracing::info!("stopped");
                 Ok(())
-            })
+            });
+            // A model load still running on a blocking thread must not keep the process alive
+            // past --exit-timeout-secs: dropping the runtime would wait for it.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            result
         }
     }
 }

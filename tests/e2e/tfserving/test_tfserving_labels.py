@@ -20,9 +20,9 @@ from conftest import Server, half_plus_model
 X = [0.0, 2.0, 4.0]
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
-# What an unknown label gets here. TF Serving itself answers INVALID_ARGUMENT ("Unrecognized
-# servable version label: L", server_core.cc GetModelVersionForLabel); Quiver answers NOT_FOUND.
-UNKNOWN_LABEL = grpc.StatusCode.NOT_FOUND
+# What an unknown label gets: INVALID_ARGUMENT, as TF Serving answers it ("Unrecognized servable
+# version label").
+UNKNOWN_LABEL = grpc.StatusCode.INVALID_ARGUMENT
 
 
 def add_versions(model_dir, versions):

@@ -89,6 +89,10 @@ pub(super) async fn unload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let _: ControlRequest = optional_json(body)?;
-    state.models.api_unload(&name)?;
+    // Off the runtime: an unload waits for a load of the same model to finish.
+    let models = state.models.clone();
+    tokio::task::spawn_blocking(move || models.api_unload(&name))
+        .await
+        .map_err(|e| ApiError::from(quiver_core::Error::internal(e.to_string())))??;
     Ok(axum::Json(json!({})).into_response())
 }

@@ -188,7 +188,9 @@ fn status(state: &AppState, model: &str, selector: &VersionSelector) -> Result<R
         VersionSelector::Latest => None,
         VersionSelector::Specific(v) => Some(*v),
         VersionSelector::Label(label) => Some(*labels.get(label).ok_or_else(|| {
-            ApiError::not_found(format!("model '{model}' has no version label '{label}'"))
+            ApiError::bad_request(format!(
+                "unrecognized servable version label '{label}' of model '{model}'"
+            ))
         })?),
     };
     let versions = state.models.status(model, version)?;
