@@ -137,18 +137,31 @@ async fn a_request_past_its_deadline_never_runs() {
     let queue =
         Arc::new(Queue::start(metrics("slow"), vec![slow], BatchPolicy::default()).unwrap());
     let x = || Tensor::new(vec![4, 256], TensorData::F32(vec![0.1; 1024])).unwrap();
-    // Occupy the only instance, then queue a request that expires while it waits.
-    let busy = {
-        let queue = Arc::clone(&queue);
-        let input = x();
-        tokio::spawn(async move { queue.run(vec![input], None).await })
-    };
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Occupy the only instance and queue one more behind it: once one request is seen waiting,
+    // the instance is surely busy (however slowly this machine schedules the tasks), and a
+    // request queued now with a 1 ms deadline expires while it waits.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let input = x();
+            tokio::spawn(async move { queue.run(vec![input], None).await })
+        })
+        .collect();
+    let started = Instant::now();
+    while queue.depth() != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the two requests never queued"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
     let deadline = Some(Instant::now() + Duration::from_millis(1));
     assert_eq!(
         queue.run(vec![x()], deadline).await.unwrap_err(),
         BatchError::DeadlineExceeded
     );
-    busy.await.unwrap().unwrap();
-    assert_eq!(queue.stats().requests, 1, "the expired request did not run");
+    for request in busy {
+        request.await.unwrap().unwrap();
+    }
+    assert_eq!(queue.stats().requests, 2, "the expired request did not run");
 }
