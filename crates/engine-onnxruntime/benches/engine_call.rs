@@ -74,6 +74,8 @@ fn engines(c: &mut Criterion) {
         let pool = SharedPool {
             intra_op_threads: THREADS,
             inter_op_threads: 1,
+            // As Python's onnxruntime (the comparison) runs: back-to-back calls, spinning on.
+            spinning: true,
         };
         let ort = OnnxRuntimeEngine::init(&found.path, pool).unwrap();
         let models = ["mobilenet_v2", "all_minilm_l6_v2"];

@@ -32,6 +32,10 @@ pub struct SharedPool {
     pub intra_op_threads: usize,
     /// Threads running independent operators in parallel.
     pub inter_op_threads: usize,
+    /// Whether idle pool threads spin waiting for work. Off by default: on a server the cores
+    /// they would burn between calls are the ones decoding and encoding requests (measured:
+    /// +25–50 % throughput with batching on 2 cores, unbatched unchanged).
+    pub spinning: bool,
 }
 
 impl Default for SharedPool {
@@ -39,6 +43,7 @@ impl Default for SharedPool {
         Self {
             intra_op_threads: std::thread::available_parallelism().map_or(1, usize::from),
             inter_op_threads: 1,
+            spinning: false,
         }
     }
 }
@@ -97,6 +102,7 @@ impl OnnxRuntimeEngine {
         let threads = GlobalThreadPoolOptions::default()
             .with_intra_threads(pool.intra_op_threads.max(1))
             .and_then(|o| o.with_inter_threads(pool.inter_op_threads.max(1)))
+            .and_then(|o| o.with_spin_control(pool.spinning))
             .map_err(|e| format!("cannot configure ONNX Runtime's thread pool: {e}"))?;
         let environment = builder
             .with_name("quiver")

@@ -166,6 +166,12 @@ pub struct EngineConfig {
         value_parser = positive)]
     pub intra_op_threads: Option<usize>,
 
+    /// Let ONNX Runtime's idle pool threads spin waiting for work (faster when the engine is
+    /// busy without pause; off, they leave the cores to request handling between calls).
+    #[arg(long, env = "QUIVER_ONNXRUNTIME_SPINNING", default_value_t = false,
+        action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub onnxruntime_spinning: bool,
+
     /// Threads running independent operators of one inference in parallel (ONNX Runtime);
     /// 1 runs them one after another.
     #[arg(long, env = "QUIVER_INTER_OP_THREADS", value_name = "N", default_value_t = 1,

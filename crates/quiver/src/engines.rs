@@ -13,12 +13,13 @@ use quiver_engine_tract::TractEngine;
 pub fn engines(
     threads: Option<usize>,
     inter_op_threads: usize,
+    spinning: bool,
     onnxruntime_lib: Option<&Path>,
 ) -> Engines {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let engines = Engines::new().with(Arc::new(TractEngine::new(threads)));
-    match onnxruntime(threads, inter_op_threads, onnxruntime_lib) {
+    match onnxruntime(threads, inter_op_threads, spinning, onnxruntime_lib) {
         Ok(engine) => engines.with(engine),
         Err(why) => {
             tracing::info!("ONNX Runtime is not available; models run on tract: {why}");
@@ -31,6 +32,7 @@ pub fn engines(
 fn onnxruntime(
     threads: usize,
     inter_op_threads: usize,
+    spinning: bool,
     explicit: Option<&Path>,
 ) -> Result<Arc<dyn quiver_engine_api::Engine>, String> {
     use quiver_engine_onnxruntime::{OnnxRuntimeEngine, SharedPool, library};
@@ -39,6 +41,7 @@ fn onnxruntime(
     let pool = SharedPool {
         intra_op_threads: threads,
         inter_op_threads,
+        spinning,
     };
     let engine = OnnxRuntimeEngine::init(&found.path, pool).map_err(|e| {
         format!(
@@ -54,6 +57,7 @@ fn onnxruntime(
 fn onnxruntime(
     _threads: usize,
     _inter_op_threads: usize,
+    _spinning: bool,
     _explicit: Option<&Path>,
 ) -> Result<Arc<dyn quiver_engine_api::Engine>, String> {
     Err("this quiver was built without the `onnxruntime` cargo feature; rebuild with it".into())

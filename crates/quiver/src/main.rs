@@ -24,7 +24,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => {
             let engines =
-                quiver::engines::engines(None, 1, args.selection.onnxruntime_lib.as_deref());
+                quiver::engines::engines(None, 1, false, args.selection.onnxruntime_lib.as_deref());
             let selection = engines
                 .select(args.selection.engine)
                 .map_err(anyhow::Error::msg)?;

@@ -119,6 +119,7 @@ pub async fn start(
     let engines = crate::engines::engines(
         engine.intra_op_threads,
         engine.inter_op_threads,
+        engine.onnxruntime_spinning,
         engine.selection.onnxruntime_lib.as_deref(),
     );
     let options = ManagerOptions {
