@@ -177,7 +177,7 @@ impl Queue {
         let (reply, answer) = oneshot::channel();
         // Shapes are checked before taking the lock, which every request and worker shares.
         let (rows, key) = if self.shared.policy.max_batch_size > 0 {
-            batch_shape(&inputs)?
+            batch_shape(&inputs, &self.shared.policy.pad)?
         } else {
             (1, Vec::new())
         };
@@ -225,11 +225,12 @@ impl Drop for Queue {
 }
 
 /// Rows (dimension 0, on which every input must agree) and the batching key: every input's
-/// other dimensions, which requests batched together must share.
-fn batch_shape(inputs: &[Tensor]) -> Result<(usize, Vec<usize>), BatchError> {
+/// other dimensions, which requests batched together must share — for a padded input only its
+/// rank, as padding makes the lengths agree.
+fn batch_shape(inputs: &[Tensor], pad: &[Option<i64>]) -> Result<(usize, Vec<usize>), BatchError> {
     let mut rows = None;
     let mut key = Vec::new();
-    for input in inputs {
+    for (i, input) in inputs.iter().enumerate() {
         let Some((&first, rest)) = input.shape().split_first() else {
             return Err(BatchError::InvalidInput(
                 "a batching model takes inputs with a batch dimension; got a scalar".into(),
@@ -244,7 +245,9 @@ fn batch_shape(inputs: &[Tensor]) -> Result<(usize, Vec<usize>), BatchError> {
             _ => rows = Some(first),
         }
         key.push(rest.len());
-        key.extend_from_slice(rest);
+        if pad.get(i).is_none_or(Option::is_none) {
+            key.extend_from_slice(rest);
+        }
     }
     Ok((rows.unwrap_or(0), key))
 }
@@ -256,7 +259,7 @@ fn work(shared: &Shared, session: &dyn Session) {
         shared.requests.fetch_add(requests, Ordering::Relaxed);
         shared.largest.fetch_max(requests, Ordering::Relaxed);
         shared.metrics.record_batch(batch.len());
-        run_batch(&shared.label, session, batch);
+        run_batch(&shared.label, session, &shared.policy.pad, batch);
     }
 }
 
@@ -296,7 +299,7 @@ fn take_batch(shared: &Shared) -> Option<Vec<Entry<Job>>> {
 }
 
 /// Runs a batch and answers each request with its own rows.
-fn run_batch(label: &str, session: &dyn Session, batch: Vec<Entry<Job>>) {
+fn run_batch(label: &str, session: &dyn Session, pad: &[Option<i64>], batch: Vec<Entry<Job>>) {
     let started = Instant::now();
     let requests = batch.len();
     let mut rows = Vec::with_capacity(requests);
@@ -338,6 +341,16 @@ fn run_batch(label: &str, session: &dyn Session, batch: Vec<Entry<Job>>) {
         rows = rows.iter().sum::<usize>(),
         "running a batch"
     );
+    // Padded inputs: each request's own lengths, and the batch's (the longest of each).
+    let padding = if requests > 1 {
+        pad_inputs(&mut per_input, pad)
+    } else {
+        Ok(None)
+    };
+    let padding = match padding {
+        Ok(padding) => padding,
+        Err(e) => return fail(replies, &e),
+    };
     let result = if requests == 1 {
         run_guarded(session, per_input.into_iter().flatten().collect())
     } else {
@@ -369,10 +382,17 @@ fn run_batch(label: &str, session: &dyn Session, batch: Vec<Entry<Job>>) {
     let mut start = 0;
     let own: Vec<_> = rows
         .iter()
-        .map(|&n| {
+        .enumerate()
+        .map(|(request, &n)| {
             let own = outputs
                 .iter()
-                .map(|o| o.slice_rows(start, n))
+                .map(|o| {
+                    let mine = o.slice_rows(start, n)?;
+                    match &padding {
+                        Some(p) => cut_back(mine, &p.longest, &p.own[request]),
+                        None => Ok(mine),
+                    }
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| BatchError::Engine(EngineError::Runtime(e)));
             start += n;
@@ -382,6 +402,65 @@ fn run_batch(label: &str, session: &dyn Session, batch: Vec<Entry<Job>>) {
     for (waiting, own) in replies.into_iter().zip(own) {
         waiting.answer(own, started);
     }
+}
+
+/// The lengths behind a padded batch: the first padded input's dimensions after the batch
+/// dimension, per request and the longest.
+struct Padding {
+    own: Vec<Vec<usize>>,
+    longest: Vec<usize>,
+}
+
+/// Pads every padded input of every request to the batch's longest; `None` when nothing needed
+/// padding.
+fn pad_inputs(
+    per_input: &mut [Vec<Tensor>],
+    pad: &[Option<i64>],
+) -> Result<Option<Padding>, BatchError> {
+    let mut padding = None;
+    for (parts, value) in per_input.iter_mut().zip(pad) {
+        let Some(value) = *value else { continue };
+        let rank = parts.first().map_or(0, |t| t.shape().len());
+        let mut longest = vec![0usize; rank];
+        for part in parts.iter() {
+            for (l, &d) in longest.iter_mut().zip(part.shape()) {
+                *l = (*l).max(d);
+            }
+        }
+        let own: Vec<Vec<usize>> = parts.iter().map(|t| t.shape()[1..].to_vec()).collect();
+        if own.iter().all(|dims| dims[..] == longest[1..]) {
+            continue;
+        }
+        for part in parts.iter_mut() {
+            let mut shape = longest.clone();
+            shape[0] = part.shape()[0];
+            if part.shape() != shape.as_slice() {
+                *part = part
+                    .pad_to(&shape, value as f64)
+                    .map_err(BatchError::InvalidInput)?;
+            }
+        }
+        padding.get_or_insert(Padding {
+            own,
+            longest: longest[1..].to_vec(),
+        });
+    }
+    Ok(padding)
+}
+
+/// Cuts a request's rows of an output back to its own lengths: every dimension (after the
+/// batch dimension) as long as a padded length of the batch, where the request's own was
+/// shorter, is cut to the request's.
+fn cut_back(mut output: Tensor, longest: &[usize], own: &[usize]) -> Result<Tensor, String> {
+    for dim in 1..output.shape().len() {
+        let size = output.shape()[dim];
+        if let Some(k) = longest.iter().position(|&l| l == size)
+            && own[k] < size
+        {
+            output = output.truncate_dim(dim, own[k])?;
+        }
+    }
+    Ok(output)
 }
 
 /// A request of a running batch, waiting for its answer.

@@ -17,6 +17,10 @@ pub struct BatchPolicy {
     pub preferred_batch_sizes: Vec<usize>,
     /// Most requests waiting; the next one is refused.
     pub max_queue_size: usize,
+    /// Per input (in the model's order): `Some(value)` lets requests whose dimensions after the
+    /// first differ share a batch, padded with `value` to the longest; outputs are cut back to
+    /// each request's own lengths. Empty: no input is padded.
+    pub pad: Vec<Option<i64>>,
 }
 
 impl Default for BatchPolicy {
@@ -26,6 +30,7 @@ impl Default for BatchPolicy {
             max_queue_delay: Duration::from_micros(500),
             preferred_batch_sizes: Vec::new(),
             max_queue_size: 1024,
+            pad: Vec::new(),
         }
     }
 }
@@ -251,6 +256,7 @@ mod tests {
             max_queue_delay: 10 * MS,
             preferred_batch_sizes: preferred.to_vec(),
             max_queue_size: 4,
+            pad: Vec::new(),
         }
     }
 

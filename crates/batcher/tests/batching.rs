@@ -39,6 +39,7 @@ async fn every_request_gets_its_own_rows() {
         max_queue_delay: Duration::from_millis(20),
         preferred_batch_sizes: vec![],
         max_queue_size: 1024,
+        pad: Vec::new(),
     };
     let queue = Arc::new(Queue::start(metrics("dense"), vec![Arc::clone(&dense)], policy).unwrap());
     // 64 clients, each with distinct inputs of 1 to 3 rows.

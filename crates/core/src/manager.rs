@@ -197,7 +197,37 @@ fn batch_policy(
             max_batch_size = 0;
         }
     }
+    let mut pad = Vec::new();
+    if let Some(inputs) = &config.pad_inputs {
+        pad = vec![None; signature.inputs.len()];
+        for (input, &value) in inputs {
+            let Some(position) = signature.inputs.iter().position(|s| &s.name == input) else {
+                return Err(format!(
+                    "batching.pad_inputs: the model has no input '{input}' (it has {})",
+                    signature
+                        .inputs
+                        .iter()
+                        .map(|s| format!("'{}'", s.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            if !signature.inputs[position]
+                .shape
+                .iter()
+                .skip(1)
+                .any(|&d| d < 0)
+            {
+                return Err(format!(
+                    "batching.pad_inputs: input '{input}' has no variable dimension after the batch dimension (shape {})",
+                    crate::shape_text(&signature.inputs[position].shape)
+                ));
+            }
+            pad[position] = Some(value);
+        }
+    }
     Ok(BatchPolicy {
+        pad,
         max_batch_size,
         max_queue_delay: config
             .max_queue_delay_us

@@ -296,3 +296,150 @@ mod tests {
         }
     }
 }
+
+/// Row-major copy of `v` (shape `from`) into a buffer of shape `to` (same rank, every
+/// dimension at least as large) filled with `pad`.
+fn pad_elements<T: Clone>(v: &[T], from: &[usize], to: &[usize], pad: T) -> Vec<T> {
+    let total: usize = to.iter().product();
+    let mut out = vec![pad; total];
+    let Some((&inner, outer_dims)) = from.split_last() else {
+        if let (Some(x), Some(slot)) = (v.first(), out.first_mut()) {
+            *slot = x.clone();
+        }
+        return out;
+    };
+    // Strides of the destination, for every dimension but the last (whose stride is 1).
+    let mut strides = vec![1usize; to.len()];
+    for d in (0..to.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * to[d + 1];
+    }
+    let runs: usize = outer_dims.iter().product();
+    let mut index = vec![0usize; outer_dims.len()];
+    for run in 0..runs {
+        let dest: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        let src = run * inner;
+        out[dest..dest + inner].clone_from_slice(&v[src..src + inner]);
+        // The next multi-index over the outer dimensions, last one fastest.
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < outer_dims[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    out
+}
+
+/// The first `len` entries of dimension `dim` of `v` (shape `shape`), row-major.
+fn cut_elements<T: Clone>(v: &[T], shape: &[usize], dim: usize, len: usize) -> Vec<T> {
+    let outer: usize = shape[..dim].iter().product();
+    let inner: usize = shape[dim + 1..].iter().product();
+    let mut out = Vec::with_capacity(outer * len * inner);
+    for o in 0..outer {
+        let start = o * shape[dim] * inner;
+        out.extend_from_slice(&v[start..start + len * inner]);
+    }
+    out
+}
+
+impl Tensor {
+    /// This tensor grown to `shape` (same rank, no dimension smaller), the new elements set to
+    /// `pad` (converted to the element type; strings pad with empty strings): how requests of
+    /// different lengths share one batch.
+    pub fn pad_to(&self, shape: &[usize], pad: f64) -> Result<Tensor, String> {
+        if shape.len() != self.shape.len() || shape.iter().zip(&self.shape).any(|(t, f)| t < f) {
+            return Err(format!("cannot pad shape {:?} to {shape:?}", self.shape));
+        }
+        element_count(shape).ok_or("the padded shape is too large")?;
+        let from = &self.shape;
+        // `as` saturates: a pad value out of the element type's range takes its nearest value.
+        let data = match &self.data {
+            TensorData::Bool(v) => TensorData::Bool(pad_elements(v, from, shape, pad != 0.0)),
+            TensorData::U8(v) => TensorData::U8(pad_elements(v, from, shape, pad as u8)),
+            TensorData::U16(v) => TensorData::U16(pad_elements(v, from, shape, pad as u16)),
+            TensorData::U32(v) => TensorData::U32(pad_elements(v, from, shape, pad as u32)),
+            TensorData::U64(v) => TensorData::U64(pad_elements(v, from, shape, pad as u64)),
+            TensorData::I8(v) => TensorData::I8(pad_elements(v, from, shape, pad as i8)),
+            TensorData::I16(v) => TensorData::I16(pad_elements(v, from, shape, pad as i16)),
+            TensorData::I32(v) => TensorData::I32(pad_elements(v, from, shape, pad as i32)),
+            TensorData::I64(v) => TensorData::I64(pad_elements(v, from, shape, pad as i64)),
+            TensorData::F16(v) => {
+                TensorData::F16(pad_elements(v, from, shape, half::f16::from_f64(pad)))
+            }
+            TensorData::F32(v) => TensorData::F32(pad_elements(v, from, shape, pad as f32)),
+            TensorData::F64(v) => TensorData::F64(pad_elements(v, from, shape, pad)),
+            TensorData::String(v) => TensorData::String(pad_elements(v, from, shape, Vec::new())),
+        };
+        Tensor::new(shape.to_vec(), data)
+    }
+
+    /// The first `len` entries along dimension `dim`: a padded output cut back to a request's
+    /// own length.
+    pub fn truncate_dim(&self, dim: usize, len: usize) -> Result<Tensor, String> {
+        if self.shape.get(dim).is_none_or(|&d| d < len) {
+            return Err(format!(
+                "cannot cut dimension {dim} of shape {:?} to {len}",
+                self.shape
+            ));
+        }
+        let shape = &self.shape;
+        macro_rules! cut {
+            ($variant:ident, $v:expr) => {
+                TensorData::$variant(cut_elements($v, shape, dim, len))
+            };
+        }
+        let data = match &self.data {
+            TensorData::Bool(v) => cut!(Bool, v),
+            TensorData::U8(v) => cut!(U8, v),
+            TensorData::U16(v) => cut!(U16, v),
+            TensorData::U32(v) => cut!(U32, v),
+            TensorData::U64(v) => cut!(U64, v),
+            TensorData::I8(v) => cut!(I8, v),
+            TensorData::I16(v) => cut!(I16, v),
+            TensorData::I32(v) => cut!(I32, v),
+            TensorData::I64(v) => cut!(I64, v),
+            TensorData::F16(v) => cut!(F16, v),
+            TensorData::F32(v) => cut!(F32, v),
+            TensorData::F64(v) => cut!(F64, v),
+            TensorData::String(v) => cut!(String, v),
+        };
+        let mut new_shape = shape.clone();
+        new_shape[dim] = len;
+        Tensor::new(new_shape, data)
+    }
+}
+
+#[cfg(test)]
+mod padding_tests {
+    use super::*;
+
+    #[test]
+    fn pads_and_cuts_back() {
+        let t = Tensor::new(vec![2, 2], TensorData::I64(vec![1, 2, 3, 4])).unwrap();
+        let padded = t.pad_to(&[2, 4], 0.0).unwrap();
+        assert_eq!(
+            padded.data(),
+            &TensorData::I64(vec![1, 2, 0, 0, 3, 4, 0, 0])
+        );
+        assert_eq!(padded.truncate_dim(1, 2).unwrap(), t);
+        let t3 = Tensor::new(vec![1, 2, 2], TensorData::F32(vec![1.0, 2.0, 3.0, 4.0])).unwrap();
+        let padded = t3.pad_to(&[1, 3, 3], -1.0).unwrap();
+        assert_eq!(
+            padded.data(),
+            &TensorData::F32(vec![1.0, 2.0, -1.0, 3.0, 4.0, -1.0, -1.0, -1.0, -1.0])
+        );
+        assert_eq!(
+            padded
+                .truncate_dim(1, 2)
+                .unwrap()
+                .truncate_dim(2, 2)
+                .unwrap(),
+            t3
+        );
+        assert!(t.pad_to(&[2, 1], 0.0).is_err());
+        assert!(t.pad_to(&[2], 0.0).is_err());
+        assert!(t.truncate_dim(1, 3).is_err());
+        assert!(t.truncate_dim(2, 1).is_err());
+    }
+}

@@ -243,3 +243,102 @@ fn a_request_that_waits_past_its_deadline_gets_504() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+/// Text requests of different lengths share batches when the config pads them: each client
+/// gets `last_hidden_state` of its own length, equal to what the model gives it alone.
+#[test]
+fn padded_requests_of_different_lengths_get_their_own_outputs() {
+    let (Some(shared), Some(lib)) = (
+        quiver_test_support::shared_models(),
+        quiver_test_support::onnxruntime_library(),
+    ) else {
+        return;
+    };
+    let model = shared.join("all_minilm_l6_v2/1/model.onnx");
+    let repo = TempRepository::new().unwrap();
+    repo.add("minilm", 1, &model).unwrap();
+    repo.add("minilm_alone", 1, &model).unwrap();
+    repo.write(
+        "minilm/config.toml",
+        b"[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 50000\n\
+          pad_inputs = { input_ids = 0, attention_mask = 0, token_type_ids = 0 }\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start_with_env(
+        bin(),
+        &[
+            "--model-repository",
+            repo.path().to_str().unwrap(),
+            "--onnxruntime-lib",
+            lib.to_str().unwrap(),
+        ],
+        &[("QUIVER_LOG", "info,quiver_batcher=debug")],
+    )
+    .unwrap();
+    let url = server.url();
+    let request = |model: &str, ids: &[i64]| -> Value {
+        let n = ids.len();
+        let tensor = |name: &str, data: Vec<i64>| json!({"name": name, "shape": [1, n], "datatype": "INT64", "data": data});
+        let body = json!({"inputs": [
+            tensor("input_ids", ids.to_vec()),
+            tensor("attention_mask", vec![1; n]),
+            tensor("token_type_ids", vec![0; n]),
+        ]});
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{url}/v2/models/{model}/infer"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    };
+    // Eight sentences of 3 to 10 tokens, all at once.
+    let sentences: Vec<Vec<i64>> = (3..11)
+        .map(|n| {
+            let mut ids = vec![101];
+            ids.extend((0..n - 2).map(|i| 1996 + 37 * i64::from(n) + i64::from(i)));
+            ids.push(102);
+            ids
+        })
+        .collect();
+    let batched: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sentences
+            .iter()
+            .map(|ids| scope.spawn(|| request("minilm", ids)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (ids, answer) in sentences.iter().zip(&batched) {
+        let alone = request("minilm_alone", ids);
+        let output = &answer["outputs"][0];
+        assert_eq!(output["name"], "last_hidden_state");
+        assert_eq!(output["shape"], json!([1, ids.len(), 384]), "{ids:?}");
+        let values = |v: &Value| -> Vec<f64> {
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let (got, want) = (values(output), values(&alone["outputs"][0]));
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-3, "{} tokens: differs by {worst}", ids.len());
+    }
+    let log = server.log();
+    let mixed = log.lines().any(|l| {
+        l.contains("running a batch")
+            && l.contains("model=\"minilm\"")
+            && l.rsplit("requests=")
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|r| r.parse::<usize>().ok())
+                .is_some_and(|r| r > 1)
+    });
+    assert!(mixed, "no batch of several lengths formed:\n{log}");
+}

@@ -23,6 +23,7 @@
 //! max_queue_size = 1024
 //! default_timeout_ms = 10000       # 0 = no deadline unless the request sets one
 //! instances = 1
+//! pad_inputs = { input_ids = 0, attention_mask = 0 }   # text: pad to the longest in a batch
 //!
 //! version_policy = { latest = 1 }  # default; or "all", or { specific = [1, 3] }
 //!
@@ -202,6 +203,10 @@ pub struct BatchingConfig {
     pub default_timeout_ms: Option<u64>,
     /// Engine instances (each a session on its own thread).
     pub instances: Option<usize>,
+    /// Inputs whose lengths (dimensions after the batch dimension) may differ between requests
+    /// of one batch, each with the value it is padded with to the longest; outputs are cut back
+    /// to each request's lengths. Default: none (requests of other lengths batch separately).
+    pub pad_inputs: Option<BTreeMap<String, i64>>,
 }
 
 /// The `[engine_options]` table.
