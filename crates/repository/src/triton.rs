@@ -368,6 +368,7 @@ instance_group [ { count: 2, kind: KIND_CPU } ]
                 max_queue_size: Some(64),
                 default_timeout_ms: Some(3),
                 instances: Some(2),
+                pad_inputs: None,
             },
             version_policy: VersionPolicy::Latest(2),
             ..ModelConfig::default()
