@@ -456,8 +456,14 @@ impl ModelManager {
     pub fn poll(&self) -> Result<(), RepositoryError> {
         let sources = self.sources()?;
         for source in &sources {
+            let before = self.model_error(&source.name);
             if let Err(e) = self.sync(source, false, None) {
-                tracing::error!(model = %source.name, "{}", e.message);
+                // A broken config is tried again at every poll; say so once, not every time.
+                if before.is_some() && before == self.model_error(&source.name) {
+                    tracing::debug!(model = %source.name, "{}", e.message);
+                } else {
+                    tracing::error!(model = %source.name, "{}", e.message);
+                }
             }
         }
         let gone: Vec<String> = self
@@ -1088,6 +1094,10 @@ impl ModelManager {
         }
         rows.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
         rows
+    }
+
+    fn model_error(&self, name: &str) -> Option<String> {
+        self.read().get(name).and_then(|r| r.error.clone())
     }
 
     /// Names of all known models.
