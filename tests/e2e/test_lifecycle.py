@@ -501,6 +501,13 @@ def test_explicit_load_unload(start, tmp_path, protocol):
     wait_until(lambda: ready_versions(server, "m") == {1, 2}, "version 3 to leave")
     assert tf_predict(server, "m", label="stable").json()["predictions"] == [answer(1)]
     check_infer(api, "m", "", 2)
+    # Triton's own JSON model configuration works too, as Triton clients send it.
+    api.client.load_model("m", config=json.dumps({"name": "m", "backend": "onnxruntime",
+                                                  "version_policy": {"specific": {"versions": [1, 3]}}}))
+    wait_until(lambda: ready_versions(server, "m") == {1, 3}, "versions 1 and 3 to serve")
+    check_infer(api, "m", "1", 1)
+    error = error_of(lambda: api.client.load_model("m", config=json.dumps({"name": "other"})))
+    assert str(error.status()) in {"400", "StatusCode.INVALID_ARGUMENT"}, error
     # A load without config goes back to the model's own (no config.toml: the latest version).
     api.client.load_model("m")
     wait_until(lambda: ready_versions(server, "m") == {3}, "versions 1 and 2 to leave")

@@ -522,17 +522,13 @@ impl ModelManager {
         Ok(())
     }
 
-    /// The repository API's load: like [`ModelManager::load`], with `config` (a JSON object of
-    /// the keys of `config.toml`, Triton's `parameters.config`) in place of the model's config
-    /// file. Refused unless the control mode is `explicit`. Blocking.
+    /// The repository API's load: like [`ModelManager::load`], with `config` (Triton's
+    /// `parameters.config`: a JSON object, either Triton's model configuration or the keys of
+    /// `config.toml`) in place of the model's config file. Refused unless the control mode is
+    /// `explicit`. Blocking.
     pub fn api_load(&self, name: &str, config: Option<&str>) -> Result<(), Error> {
         self.check_control()?;
-        let config = config
-            .map(|text| {
-                serde_json::from_str::<ModelConfig>(text)
-                    .map_err(|e| Error::invalid(format!("parameters.config: {e}")))
-            })
-            .transpose()?;
+        let config = config.map(|text| override_config(name, text)).transpose()?;
         self.load(name, config.as_ref())
     }
 
@@ -1111,6 +1107,30 @@ impl ModelManager {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelRecord>> {
         self.models.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A load's `parameters.config`: Quiver's keys, else Triton's model configuration in JSON.
+fn override_config(name: &str, text: &str) -> Result<ModelConfig, Error> {
+    let quiver = match serde_json::from_str::<ModelConfig>(text) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    match repository::parse_triton_json(text) {
+        Ok(triton) => {
+            if let Some(declared) = triton.name.as_deref().filter(|n| *n != name) {
+                return Err(Error::invalid(format!(
+                    "parameters.config: name \"{declared}\" is not the model's name \"{name}\""
+                )));
+            }
+            for warning in &triton.warnings {
+                tracing::warn!(model = %name, "parameters.config: {warning}");
+            }
+            Ok(triton.config)
+        }
+        Err(triton) => Err(Error::invalid(format!(
+            "parameters.config is neither Quiver's model config ({quiver}) nor Triton's ({triton})"
+        ))),
     }
 }
 

@@ -21,6 +21,7 @@ pub use config::{
 pub use model_config_file::{ServedModel, parse_model_config_file, read_model_config_file};
 pub use triton::{
     DeclaredSignature, DeclaredTensor, TRITON_CONFIG_FILE, TritonConfig, parse_triton_config,
+    parse_triton_json,
 };
 
 use std::fs;

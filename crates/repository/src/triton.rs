@@ -103,6 +103,22 @@ pub struct DeclaredSignature {
 pub fn parse_triton_config(text: &str) -> Result<TritonConfig, String> {
     let desc = textproto::message_descriptor(&SCHEMA, "inference.ModelConfig");
     let m = textproto::parse(desc, text)?;
+    from_message(&m)
+}
+
+/// Parses Triton's model configuration in its JSON form (what Triton's repository API takes as
+/// `parameters.config`, and what `/v2/models/NAME/config` returns), with the same meaning and
+/// checks as [`parse_triton_config`].
+pub fn parse_triton_json(text: &str) -> Result<TritonConfig, String> {
+    let desc = textproto::message_descriptor(&SCHEMA, "inference.ModelConfig");
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let m = DynamicMessage::deserialize(desc, &mut reader).map_err(|e| e.to_string())?;
+    reader.end().map_err(|e| e.to_string())?;
+    from_message(&m)
+}
+
+fn from_message(m: &DynamicMessage) -> Result<TritonConfig, String> {
+    let m = m.clone();
     let mut warnings = Vec::new();
     let mut config = ModelConfig::default();
 
@@ -356,6 +372,26 @@ dynamic_batching {
 }
 instance_group [ { count: 2, kind: KIND_CPU } ]
 "#;
+
+    #[test]
+    fn json_form_means_the_same() {
+        let t = parse_triton_json(
+            r#"{"name": "m", "backend": "onnxruntime", "max_batch_size": 8,
+                "version_policy": {"specific": {"versions": [2]}},
+                "dynamic_batching": {"preferred_batch_size": [4], "max_queue_delay_microseconds": "100"},
+                "instance_group": [{"count": 2, "kind": "KIND_CPU"}],
+                "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [3]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.config.version_policy, VersionPolicy::Specific(vec![2]));
+        assert_eq!(t.config.batching.max_batch_size, Some(8));
+        assert_eq!(t.config.batching.max_queue_delay_us, Some(100));
+        assert_eq!(t.config.batching.instances, Some(2));
+        assert_eq!(t.inputs[0].dtype, "FP32");
+        assert!(parse_triton_json(r#"{"max_batch_size": 8, "nonsense": 1}"#).is_err());
+        assert!(parse_triton_json(r#"{"platform": "tensorflow_savedmodel"}"#).is_err());
+        assert!(parse_triton_json("{} trailing").is_err());
+    }
 
     #[test]
     fn realistic_config() {
