@@ -508,6 +508,12 @@ def test_explicit_load_unload(start, tmp_path, protocol):
     check_infer(api, "m", "1", 1)
     error = error_of(lambda: api.client.load_model("m", config=json.dumps({"name": "other"})))
     assert str(error.status()) in {"400", "StatusCode.INVALID_ARGUMENT"}, error
+    # Its declared tensors are checked against the model, as a config.pbtxt's are.
+    wrong_input = {"input": [{"name": "not_x", "data_type": "TYPE_FP32", "dims": [3]}]}
+    error = error_of(lambda: api.client.load_model("m", config=json.dumps(wrong_input)))
+    assert str(error.status()) in {"400", "StatusCode.INVALID_ARGUMENT"}, error
+    assert "not_x" in error.message(), error
+    check_infer(api, "m", "3", 3)
     # A load without config goes back to the model's own (no config.toml: the latest version).
     api.client.load_model("m")
     wait_until(lambda: ready_versions(server, "m") == {3}, "versions 1 and 2 to leave")

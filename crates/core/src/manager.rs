@@ -486,6 +486,20 @@ impl ModelManager {
     /// config file when given. Errors: the model is not in the sources (not found), or a
     /// version failed to load (whatever was serving keeps serving). Blocking.
     pub fn load(&self, name: &str, config: Option<&ModelConfig>) -> Result<(), Error> {
+        let config = config.map(|config| repository::LoadedConfig {
+            config: config.clone(),
+            source: repository::ConfigSource::Default,
+            declared: None,
+            warnings: Vec::new(),
+        });
+        self.load_with(name, config.as_ref())
+    }
+
+    fn load_with(
+        &self,
+        name: &str,
+        config: Option<&repository::LoadedConfig>,
+    ) -> Result<(), Error> {
         let sources = self
             .sources()
             .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))?;
@@ -529,7 +543,7 @@ impl ModelManager {
     pub fn api_load(&self, name: &str, config: Option<&str>) -> Result<(), Error> {
         self.check_control()?;
         let config = config.map(|text| override_config(name, text)).transpose()?;
-        self.load(name, config.as_ref())
+        self.load_with(name, config.as_ref())
     }
 
     /// The repository API's unload; refused unless the control mode is `explicit`.
@@ -564,7 +578,7 @@ impl ModelManager {
         &self,
         source: &ModelSource,
         force: bool,
-        config_override: Option<&ModelConfig>,
+        config_override: Option<&repository::LoadedConfig>,
     ) -> Result<(), Error> {
         let name = source.name.as_str();
         let lock = self.model_lock(name);
@@ -573,12 +587,7 @@ impl ModelManager {
         self.write().entry(name.to_owned()).or_default();
 
         let mut loaded_config = match config_override {
-            Some(config) => repository::LoadedConfig {
-                config: config.clone(),
-                source: repository::ConfigSource::Default,
-                declared: None,
-                warnings: Vec::new(),
-            },
+            Some(config) => config.clone(),
             None => match repository::load_model_config(&source.dir) {
                 Ok(config) => config,
                 Err(e) => {
@@ -1111,9 +1120,16 @@ impl ModelManager {
 }
 
 /// A load's `parameters.config`: Quiver's keys, else Triton's model configuration in JSON.
-fn override_config(name: &str, text: &str) -> Result<ModelConfig, Error> {
+fn override_config(name: &str, text: &str) -> Result<repository::LoadedConfig, Error> {
     let quiver = match serde_json::from_str::<ModelConfig>(text) {
-        Ok(config) => return Ok(config),
+        Ok(config) => {
+            return Ok(repository::LoadedConfig {
+                config,
+                source: repository::ConfigSource::Default,
+                declared: None,
+                warnings: Vec::new(),
+            });
+        }
         Err(e) => e,
     };
     match repository::parse_triton_json(text) {
@@ -1123,10 +1139,21 @@ fn override_config(name: &str, text: &str) -> Result<ModelConfig, Error> {
                     "parameters.config: name \"{declared}\" is not the model's name \"{name}\""
                 )));
             }
-            for warning in &triton.warnings {
-                tracing::warn!(model = %name, "parameters.config: {warning}");
-            }
-            Ok(triton.config)
+            // Checked against the model at load, as a config.pbtxt's are.
+            Ok(repository::LoadedConfig {
+                config: triton.config,
+                source: repository::ConfigSource::TritonPbtxt,
+                declared: Some(repository::DeclaredSignature {
+                    max_batch_size: triton.max_batch_size,
+                    inputs: triton.inputs,
+                    outputs: triton.outputs,
+                }),
+                warnings: triton
+                    .warnings
+                    .into_iter()
+                    .map(|w| format!("parameters.config: {w}"))
+                    .collect(),
+            })
         }
         Err(triton) => Err(Error::invalid(format!(
             "parameters.config is neither Quiver's model config ({quiver}) nor Triton's ({triton})"
@@ -1147,7 +1174,7 @@ fn check_declared(
         for tensor in tensors {
             let Some(spec) = specs.iter().find(|s| s.name == tensor.name) else {
                 return Err(format!(
-                    "config.pbtxt declares {kind} '{}', which the model does not have (it has {})",
+                    "the Triton model config declares {kind} '{}', which the model does not have (it has {})",
                     tensor.name,
                     specs
                         .iter()
@@ -1158,7 +1185,7 @@ fn check_declared(
             };
             if tensor.dtype != spec.dtype.kserve_name() {
                 return Err(format!(
-                    "config.pbtxt declares {kind} '{}' as {}, the model has {}",
+                    "the Triton model config declares {kind} '{}' as {}, the model has {}",
                     tensor.name,
                     tensor.dtype,
                     spec.dtype.kserve_name()
