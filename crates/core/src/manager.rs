@@ -358,6 +358,33 @@ struct ModelRecord {
     error: Option<String>,
 }
 
+impl ModelRecord {
+    /// The versions taking requests.
+    fn serving(&self) -> Vec<u64> {
+        self.versions
+            .iter()
+            .filter(|(_, v)| v.loaded.is_some())
+            .map(|(&n, _)| n)
+            .collect()
+    }
+
+    /// The version a selector names: `None` for the latest. An unknown label is an invalid
+    /// argument, as TF Serving answers it.
+    fn version_of(&self, name: &str, selector: &VersionSelector) -> Result<Option<u64>, Error> {
+        match selector {
+            VersionSelector::Latest => Ok(None),
+            VersionSelector::Specific(version) => Ok(Some(*version)),
+            VersionSelector::Label(label) => {
+                self.labels.get(label).copied().map(Some).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "unrecognized servable version label '{label}' of model '{name}'"
+                    ))
+                })
+            }
+        }
+    }
+}
+
 /// Owns every model version's lifecycle and hands loaded versions to requests.
 ///
 /// Loading happens on the caller's thread (call the blocking methods off the async runtime)
@@ -639,19 +666,8 @@ impl ModelManager {
                 )
                 .collect()
         };
-        let serving = |models: &BTreeMap<String, ModelRecord>| -> Vec<u64> {
-            models
-                .get(name)
-                .map(|r| {
-                    r.versions
-                        .iter()
-                        .filter(|(_, v)| v.loaded.is_some())
-                        .map(|(&n, _)| n)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let unwanted: Vec<u64> = serving(&self.read())
+        let unwanted: Vec<u64> = self
+            .serving(name)
             .into_iter()
             .filter(|v| !wanted.contains(v))
             .collect();
@@ -677,7 +693,7 @@ impl ModelManager {
 
         // The old versions go once a wanted one serves, so a broken new version never leaves
         // the model with nothing; a version whose directory is gone goes regardless.
-        let now_serving = serving(&self.read());
+        let now_serving = self.serving(name);
         let wanted_serves = now_serving.iter().any(|v| wanted.contains(v));
         for version in now_serving {
             if !wanted.contains(&version) && (wanted_serves || !on_disk.contains(&version)) {
@@ -705,18 +721,7 @@ impl ModelManager {
         let (versions, _) = repository::scan_model(dir);
         let on_disk: Vec<u64> = versions.iter().map(|v| v.version).collect();
         let latest = VersionPolicy::default().select(&on_disk);
-        let serving: Vec<u64> = self
-            .read()
-            .get(name)
-            .map(|r| {
-                r.versions
-                    .iter()
-                    .filter(|(_, v)| v.loaded.is_some())
-                    .map(|(&n, _)| n)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for version in latest.iter().chain(&serving) {
+        for version in latest.iter().chain(&self.serving(name)) {
             self.update(name, *version, |r| {
                 if r.loaded.is_some() {
                     r.error = Some(format!("reload failed: {message}"));
@@ -914,12 +919,7 @@ impl ModelManager {
         let Some(record) = models.get_mut(name) else {
             return;
         };
-        let available: Vec<u64> = record
-            .versions
-            .iter()
-            .filter(|(_, v)| v.loaded.is_some())
-            .map(|(&n, _)| n)
-            .collect();
+        let available = record.serving();
         record
             .labels
             .retain(|label, _| configured.contains_key(label));
@@ -988,24 +988,15 @@ impl ModelManager {
         let record = models
             .get(name)
             .ok_or_else(|| Error::not_found(format!("model '{name}' not found")))?;
-        let version = match selector {
-            VersionSelector::Latest => {
-                return record
-                    .versions
-                    .values()
-                    .rev()
-                    .find_map(|v| v.loaded.clone())
-                    .ok_or_else(|| {
-                        Error::not_found(format!("model '{name}' has no available version"))
-                    });
-            }
-            VersionSelector::Specific(version) => *version,
-            // TF Serving's answer to an unknown label: invalid argument, not "not found".
-            VersionSelector::Label(label) => *record.labels.get(label).ok_or_else(|| {
-                Error::invalid(format!(
-                    "unrecognized servable version label '{label}' of model '{name}'"
-                ))
-            })?,
+        let Some(version) = record.version_of(name, selector)? else {
+            return record
+                .versions
+                .values()
+                .rev()
+                .find_map(|v| v.loaded.clone())
+                .ok_or_else(|| {
+                    Error::not_found(format!("model '{name}' has no available version"))
+                });
         };
         match record.versions.get(&version) {
             Some(VersionRecord {
@@ -1041,6 +1032,23 @@ impl ModelManager {
                 .map(|entry| vec![status(entry)])
                 .ok_or_else(|| Error::not_found(format!("model '{name}' has no version {wanted}"))),
         }
+    }
+
+    /// Status of the versions `selector` names: every version for the latest (as TF Serving's
+    /// status lists them all), else the one it names.
+    pub fn status_of(
+        &self,
+        name: &str,
+        selector: &VersionSelector,
+    ) -> Result<Vec<VersionStatus>, Error> {
+        let version = {
+            let models = self.read();
+            let record = models
+                .get(name)
+                .ok_or_else(|| Error::not_found(format!("model '{name}' not found")))?;
+            record.version_of(name, selector)?
+        };
+        self.status(name, version)
     }
 
     /// The labels in force for `name`.
@@ -1099,6 +1107,13 @@ impl ModelManager {
         }
         rows.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
         rows
+    }
+
+    fn serving(&self, name: &str) -> Vec<u64> {
+        self.read()
+            .get(name)
+            .map(ModelRecord::serving)
+            .unwrap_or_default()
     }
 
     fn model_error(&self, name: &str) -> Option<String> {

@@ -341,24 +341,10 @@ impl ModelService for TfServing {
         if spec.name.is_empty() {
             return Err(invalid("model_spec.name is empty"));
         }
-        let version = match selector_of(&spec)? {
-            VersionSelector::Latest => None,
-            VersionSelector::Specific(v) => Some(v),
-            VersionSelector::Label(label) => Some(
-                *self
-                    .models
-                    .labels(&spec.name)
-                    .map_err(status)?
-                    .get(&label)
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "unrecognized servable version label '{label}' of model '{}'",
-                            spec.name
-                        ))
-                    })?,
-            ),
-        };
-        let versions = self.models.status(&spec.name, version).map_err(status)?;
+        let versions = self
+            .models
+            .status_of(&spec.name, &selector_of(&spec)?)
+            .map_err(status)?;
         Ok(Response::new(GetModelStatusResponse {
             model_version_status: versions
                 .into_iter()

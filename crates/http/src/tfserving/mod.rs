@@ -183,17 +183,8 @@ async fn predict(
 }
 
 fn status(state: &AppState, model: &str, selector: &VersionSelector) -> Result<Response, ApiError> {
+    let versions = state.models.status_of(model, selector)?;
     let labels = state.models.labels(model)?;
-    let version = match selector {
-        VersionSelector::Latest => None,
-        VersionSelector::Specific(v) => Some(*v),
-        VersionSelector::Label(label) => Some(*labels.get(label).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unrecognized servable version label '{label}' of model '{model}'"
-            ))
-        })?),
-    };
-    let versions = state.models.status(model, version)?;
     let list: Vec<Value> = versions.iter().map(version_status_json).collect();
     let mut body = json!({ "model_version_status": list });
     // Not in TF Serving's response: the labels in force, for operators (clients ignore it).
