@@ -829,6 +829,12 @@ impl ModelManager {
             check_declared(declared, &signature)?;
         }
         let policy = batch_policy(name, &config.batching, defaults, &signature)?;
+        let pipeline = quiver_processing::Pipeline::build(
+            model_dir,
+            &config.inputs,
+            &config.outputs,
+            &signature,
+        )?;
         let version_dir = model_dir.join(version.version.to_string());
         let warmup = crate::warmup::requests(config.lifecycle.warmup, &version_dir, &signature)
             .map_err(|e| format!("warm-up: {e}"))?;
@@ -853,6 +859,7 @@ impl ModelManager {
             sessions,
             policy,
             default_timeout,
+            pipeline,
         )
         .map_err(|e| format!("cannot start the model's threads: {e}"))?;
         Ok((loaded, selection.reason))

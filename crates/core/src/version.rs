@@ -5,29 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_batcher::{BatchError, BatchPolicy, Queue, QueueStats};
-use quiver_engine_api::{EngineError, ModelSignature, Session, Tensor, TensorSpec};
+use quiver_engine_api::{EngineError, ModelSignature, NamedTensor, Session, Tensor, TensorSpec};
+use quiver_processing::{Pipeline, ProcessError};
 use quiver_telemetry::VersionMetrics;
 
 use crate::{Error, ErrorKind};
-
-/// A tensor with the name of the model input or output it belongs to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedTensor {
-    /// Input or output name.
-    pub name: String,
-    /// The tensor.
-    pub tensor: Tensor,
-}
-
-impl NamedTensor {
-    /// Pairs `name` with `tensor`.
-    pub fn new(name: impl Into<String>, tensor: Tensor) -> Self {
-        Self {
-            name: name.into(),
-            tensor,
-        }
-    }
-}
 
 /// A model version ready to serve. Requests hold an `Arc` to it, so a version being retired
 /// finishes the work it accepted before its engine session is dropped.
@@ -36,7 +18,11 @@ pub struct LoadedVersion {
     version: u64,
     engine: &'static str,
     platform: &'static str,
+    /// What clients see: the model's signature, changed by `pipeline`.
     signature: ModelSignature,
+    /// What the engine sees.
+    model_signature: ModelSignature,
+    pipeline: Option<Arc<Pipeline>>,
     queue: Queue,
     default_timeout: Option<Duration>,
     instances: usize,
@@ -52,6 +38,24 @@ pub struct Inference {
     pub queued: Duration,
     /// Time of the engine call (with batch assembly and splitting).
     pub compute: Duration,
+    /// Time of the pre-processing the model's config declares (images, text).
+    pub preprocess: Duration,
+    /// Time of the post-processing the model's config declares.
+    pub postprocess: Duration,
+    /// The model outputs post-processing replaced, as the model returned them.
+    pub raw: Vec<NamedTensor>,
+    /// Tokens the request's text came to (0 without text inputs).
+    pub tokens: usize,
+}
+
+impl Inference {
+    /// The model's own output `name`, before any post-processing.
+    pub fn raw_output(&self, name: &str) -> Option<&NamedTensor> {
+        self.raw
+            .iter()
+            .chain(&self.outputs)
+            .find(|o| o.name == name)
+    }
 }
 
 impl std::fmt::Debug for LoadedVersion {
@@ -76,11 +80,15 @@ impl LoadedVersion {
         sessions: Vec<Box<dyn Session>>,
         policy: BatchPolicy,
         default_timeout: Option<Duration>,
+        pipeline: Option<Pipeline>,
     ) -> std::io::Result<Self> {
-        let signature = sessions
+        let model_signature = sessions
             .first()
             .map(|s| s.signature().clone())
             .unwrap_or_default();
+        let signature = pipeline
+            .as_ref()
+            .map_or_else(|| model_signature.clone(), |p| p.client_signature().clone());
         let instances = sessions.len();
         let sessions = sessions.into_iter().map(Arc::from).collect();
         let metrics = Arc::new(VersionMetrics::new(name, version));
@@ -91,6 +99,8 @@ impl LoadedVersion {
             engine,
             platform,
             signature,
+            model_signature,
+            pipeline: pipeline.map(Arc::new),
             queue,
             default_timeout,
             instances,
@@ -123,9 +133,24 @@ impl LoadedVersion {
         self.platform
     }
 
-    /// Inputs and outputs.
+    /// Inputs and outputs as clients see them (after the config's pre- and post-processing).
     pub fn signature(&self) -> &ModelSignature {
         &self.signature
+    }
+
+    /// Inputs and outputs of the model itself.
+    pub fn model_signature(&self) -> &ModelSignature {
+        &self.model_signature
+    }
+
+    /// The pre- and post-processing the model's config declares.
+    pub fn pipeline(&self) -> Option<&Pipeline> {
+        self.pipeline.as_deref()
+    }
+
+    /// Whether the input `name` also takes encoded images (as BYTES).
+    pub fn takes_images(&self, name: &str) -> bool {
+        self.pipeline.as_ref().is_some_and(|p| p.takes_images(name))
     }
 
     /// How requests are batched (`max_batch_size` 0: not at all).
@@ -160,33 +185,100 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         deadline: Option<Instant>,
     ) -> Result<Inference, Error> {
-        let ordered = order_inputs(&self.signature, inputs)?;
-        let deadline = deadline.or_else(|| self.default_timeout.map(|t| Instant::now() + t));
+        let started = Instant::now();
+        let deadline = deadline.or_else(|| self.default_timeout.map(|t| started + t));
         let _inflight = self.metrics.inflight();
+        let (inputs, kept, tokens) = match &self.pipeline {
+            None => (inputs, Vec::new(), 0),
+            Some(pipeline) if pipeline.has_input_work(&inputs) => {
+                let pipeline = Arc::clone(pipeline);
+                let prepared = on_processing_pool(move || pipeline.preprocess(inputs)).await??;
+                (prepared.inputs, prepared.kept, prepared.tokens)
+            }
+            Some(pipeline) => {
+                let prepared = pipeline.preprocess(inputs)?;
+                (prepared.inputs, prepared.kept, prepared.tokens)
+            }
+        };
+        let ordered = order_inputs(&self.model_signature, inputs)?;
+        let preprocess = started.elapsed();
         let answer = self
             .queue
             .run(ordered, deadline)
             .await
             .map_err(|e| batch_error(&self.name, e))?;
         let outputs = answer.outputs;
-        if outputs.len() != self.signature.outputs.len() {
+        if outputs.len() != self.model_signature.outputs.len() {
             return Err(Error::internal(format!(
                 "the engine returned {} outputs, the signature has {}",
                 outputs.len(),
-                self.signature.outputs.len()
+                self.model_signature.outputs.len()
             )));
         }
+        let outputs: Vec<NamedTensor> = self
+            .model_signature
+            .outputs
+            .iter()
+            .zip(outputs)
+            .map(|(spec, tensor)| NamedTensor::new(spec.name.clone(), tensor))
+            .collect();
+        let post_started = Instant::now();
+        let (outputs, raw) = match &self.pipeline {
+            Some(pipeline) if pipeline.has_output_work() => {
+                let pipeline = Arc::clone(pipeline);
+                let finished =
+                    on_processing_pool(move || pipeline.postprocess(outputs, &kept)).await??;
+                (finished.outputs, finished.raw)
+            }
+            Some(_) | None => (outputs, Vec::new()),
+        };
         Ok(Inference {
-            outputs: self
-                .signature
-                .outputs
-                .iter()
-                .zip(outputs)
-                .map(|(spec, tensor)| NamedTensor::new(spec.name.clone(), tensor))
-                .collect(),
+            outputs,
             queued: answer.queued,
             compute: answer.compute,
+            preprocess,
+            postprocess: post_started.elapsed(),
+            raw,
+            tokens,
         })
+    }
+}
+
+/// Runs `work` on the processing pool (off the async runtime) and waits for it. At most
+/// [`PROCESSING_PERMITS`] jobs are handed over at once; the others wait here, without a
+/// thread, so a burst of large images cannot pile up unbounded work behind the pool.
+async fn on_processing_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PROCESSING_PERMITS);
+    let _permit = PERMITS
+        .acquire()
+        .await
+        .map_err(|_| Error::internal("processing is shut down"))?;
+    let stopped = || Error::internal("processing stopped before it finished (see the log)");
+    match quiver_processing::pool() {
+        Some(pool) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            pool.spawn(move || {
+                let _ = tx.send(work());
+            });
+            rx.await.map_err(|_| stopped())
+        }
+        None => tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| stopped()),
+    }
+}
+
+/// Processing jobs handed to the pool at once.
+const PROCESSING_PERMITS: usize = 64;
+
+impl From<ProcessError> for Error {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::Invalid(m) => Error::invalid(m),
+            e @ ProcessError::Internal(_) => Error::internal(e.to_string()),
+        }
     }
 }
 

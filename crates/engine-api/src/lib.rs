@@ -15,6 +15,25 @@ pub use tensor::{MAX_RANK, Tensor, TensorData, element_count};
 
 use std::path::{Path, PathBuf};
 
+/// A tensor with the name of the model input or output it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Input or output name.
+    pub name: String,
+    /// The tensor.
+    pub tensor: Tensor,
+}
+
+impl NamedTensor {
+    /// Pairs `name` with `tensor`.
+    pub fn new(name: impl Into<String>, tensor: Tensor) -> Self {
+        Self {
+            name: name.into(),
+            tensor,
+        }
+    }
+}
+
 /// One named input or output of a model, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {

@@ -95,7 +95,12 @@ impl InferenceService {
         let inputs = decode_inputs(request.inputs, request.raw_input_contents)?;
         record.stage_done(Stage::Preprocess);
         let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
-        record.measured(inference.queued, inference.compute);
+        record.measured(
+            inference.preprocess,
+            inference.queued,
+            inference.compute,
+            inference.postprocess,
+        );
         let selected = select_outputs(&inference.outputs, &request.outputs)?;
         record.stage_done(Stage::Postprocess);
         let mut response = ModelInferResponse {

@@ -248,7 +248,12 @@ impl TfServing {
         }
         record.stage_done(Stage::Preprocess);
         let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
-        record.measured(inference.queued, inference.compute);
+        record.measured(
+            inference.preprocess,
+            inference.queued,
+            inference.compute,
+            inference.postprocess,
+        );
         let outputs: HashMap<String, TensorProto> = inference
             .outputs
             .into_iter()

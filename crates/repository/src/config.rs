@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use quiver_engine_api::OptimizationLevel;
 use serde::Deserialize;
 
+use crate::processing::{InputProcessing, OutputProcessing};
 use crate::triton::{DeclaredSignature, TRITON_CONFIG_FILE, parse_triton_config};
 
 /// The config file's name in a model directory.
@@ -94,7 +95,7 @@ impl std::str::FromStr for EngineChoice {
 }
 
 /// A model's `config.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Which engine runs the model; default: the server's `--engine`.
@@ -114,6 +115,12 @@ pub struct ModelConfig {
     /// How versions come and go.
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    /// Pre-processing, per input (`[inputs.NAME.image]`, `[inputs.NAME.text]`).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputProcessing>,
+    /// Post-processing, per output (`[outputs.NAME]`).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputProcessing>,
 }
 
 /// Which of a model's versions are served (TF Serving's `model_version_policy`, Triton's
@@ -256,7 +263,7 @@ pub enum ConfigSource {
 }
 
 /// A model's configuration and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadedConfig {
     /// The configuration.
     pub config: ModelConfig,

@@ -10,6 +10,7 @@
 
 mod config;
 mod model_config_file;
+pub mod processing;
 mod textproto;
 mod triton;
 

@@ -48,7 +48,7 @@ static SCHEMA: LazyLock<DescriptorPool> = LazyLock::new(|| {
 });
 
 /// What a `config.pbtxt` says, in Quiver's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TritonConfig {
     /// The settings Quiver acts on. `batching.max_batch_size` is always set: to the declared
     /// `max_batch_size` when `dynamic_batching` is present, else to 0, because without

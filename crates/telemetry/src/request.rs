@@ -48,18 +48,33 @@ impl RequestRecord {
         self.served_by = Some(Arc::clone(metrics));
     }
 
-    /// Ends `stage` now: it took the time since the previous stage ended (or the request began).
+    /// Ends `stage` now: it took the time since the previous stage ended (or the request began),
+    /// added to what was measured of it before.
     pub fn stage_done(&mut self, stage: Stage) {
         let now = Instant::now();
-        self.stages[stage.index()] = Some(now.saturating_duration_since(self.mark));
+        self.add(stage, now.saturating_duration_since(self.mark));
         self.mark = now;
     }
 
-    /// Records the stages measured elsewhere (the queue's wait and the engine call) that ended
-    /// just now.
-    pub fn measured(&mut self, queue: Duration, compute: Duration) {
+    fn add(&mut self, stage: Stage, took: Duration) {
+        let slot = &mut self.stages[stage.index()];
+        *slot = Some(slot.unwrap_or_default() + took);
+    }
+
+    /// Records the stages measured inside the model call that ended just now: the config's
+    /// pre-processing (added to the front end's decoding), the queue's wait, the engine call
+    /// and the config's post-processing (to which the front end's own is added).
+    pub fn measured(
+        &mut self,
+        preprocess: Duration,
+        queue: Duration,
+        compute: Duration,
+        postprocess: Duration,
+    ) {
+        self.add(Stage::Preprocess, preprocess);
         self.stages[Stage::Queue.index()] = Some(queue);
         self.stages[Stage::Compute.index()] = Some(compute);
+        self.add(Stage::Postprocess, postprocess);
         self.mark = Instant::now();
     }
 

@@ -277,7 +277,12 @@ async fn run_infer(
     );
     record.stage_done(Stage::Preprocess);
     let inference = loaded.infer_timed(request.inputs, deadline).await?;
-    record.measured(inference.queued, inference.compute);
+    record.measured(
+        inference.preprocess,
+        inference.queued,
+        inference.compute,
+        inference.postprocess,
+    );
     let selected = select_outputs(&inference.outputs, &request.outputs, request.binary_output)?;
     record.stage_done(Stage::Postprocess);
     let (mut json, binary) = encode_infer(

@@ -174,7 +174,12 @@ async fn predict(
     }
     record.stage_done(Stage::Preprocess);
     let inference = loaded.infer_timed(request.inputs, deadline).await?;
-    record.measured(inference.queued, inference.compute);
+    record.measured(
+        inference.preprocess,
+        inference.queued,
+        inference.compute,
+        inference.postprocess,
+    );
     record.stage_done(Stage::Postprocess);
     let body =
         codec::encode_predict(request.format, &inference.outputs).map_err(ApiError::bad_request)?;
