@@ -1,5 +1,6 @@
 //! A loaded, servable model version and the checks every request passes before compute.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -241,6 +242,53 @@ impl LoadedVersion {
             raw,
             tokens,
         })
+    }
+}
+
+impl LoadedVersion {
+    /// The output a request names, as it asked for it: processed (the default), `raw` (the
+    /// model's own, before the config's post-processing) or as its top `classification`
+    /// classes in Triton's `"score:index:label"` form (of the raw output, as Triton does).
+    pub fn select_output<'a>(
+        &self,
+        inference: &'a Inference,
+        name: &str,
+        raw: bool,
+        classification: Option<usize>,
+    ) -> Result<Cow<'a, NamedTensor>, Error> {
+        let unknown = || {
+            let mut names: Vec<&str> = inference.outputs.iter().map(|o| o.name.as_str()).collect();
+            for raw in &inference.raw {
+                if !names.contains(&raw.name.as_str()) {
+                    names.push(&raw.name);
+                }
+            }
+            Error::invalid(format!(
+                "unknown output '{name}'; the model's outputs are '{}'",
+                names.join("', '")
+            ))
+        };
+        let found = if raw || classification.is_some() {
+            inference.raw_output(name)
+        } else {
+            inference
+                .outputs
+                .iter()
+                .find(|o| o.name == name)
+                .or_else(|| inference.raw_output(name))
+        };
+        let found = found.ok_or_else(unknown)?;
+        let Some(k) = classification else {
+            return Ok(Cow::Borrowed(found));
+        };
+        let labels = self
+            .pipeline
+            .as_ref()
+            .and_then(|p| p.output_step(name))
+            .and_then(|s| s.labels());
+        let tensor = quiver_processing::classify_tensor(&found.tensor, k, labels)
+            .map_err(|e| Error::invalid(format!("output '{name}': classification: {e}")))?;
+        Ok(Cow::Owned(NamedTensor::new(name, tensor)))
     }
 }
 

@@ -1,13 +1,13 @@
 //! KServe V2's `inference.GRPCInferenceService`: the same core calls as the HTTP front end,
 //! with typed `contents` or `raw_input_contents` / `raw_output_contents`.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message as _;
 use quiver_core::{
-    LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
-    find_output,
+    Inference, LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
 };
 use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, raw};
 use tokio_stream::{Stream, StreamExt as _};
@@ -101,7 +101,7 @@ impl InferenceService {
             inference.compute,
             inference.postprocess,
         );
-        let selected = select_outputs(&inference.outputs, &request.outputs)?;
+        let selected = select_outputs(&loaded, &inference, &request.outputs)?;
         record.stage_done(Stage::Postprocess);
         let mut response = ModelInferResponse {
             model_name: loaded.name().to_owned(),
@@ -225,15 +225,43 @@ fn from_contents(dtype: DataType, c: InferTensorContents) -> Result<TensorData, 
 }
 
 fn select_outputs<'a>(
-    outputs: &'a [NamedTensor],
+    loaded: &LoadedVersion,
+    inference: &'a Inference,
     requested: &[pb::model_infer_request::InferRequestedOutputTensor],
-) -> Result<Vec<&'a NamedTensor>, Status> {
+) -> Result<Vec<Cow<'a, NamedTensor>>, Status> {
     if requested.is_empty() {
-        return Ok(outputs.iter().collect());
+        return Ok(inference.outputs.iter().map(Cow::Borrowed).collect());
     }
     requested
         .iter()
-        .map(|want| find_output(outputs, &want.name).map_err(status))
+        .map(|want| {
+            let raw = match want
+                .parameters
+                .get("raw")
+                .and_then(|p| p.parameter_choice.as_ref())
+            {
+                None => false,
+                Some(ParameterChoice::BoolParam(raw)) => *raw,
+                Some(_) => return Err(invalid("outputs[].parameters[\"raw\"] must be a bool")),
+            };
+            let classification = match want
+                .parameters
+                .get("classification")
+                .and_then(|p| p.parameter_choice.as_ref())
+            {
+                None => None,
+                Some(ParameterChoice::Int64Param(k)) if *k > 0 => usize::try_from(*k).ok(),
+                Some(ParameterChoice::Uint64Param(k)) if *k > 0 => usize::try_from(*k).ok(),
+                Some(_) => {
+                    return Err(invalid(
+                        "outputs[].parameters[\"classification\"] must be a positive integer",
+                    ));
+                }
+            };
+            loaded
+                .select_output(inference, &want.name, raw, classification)
+                .map_err(status)
+        })
         .collect()
 }
 

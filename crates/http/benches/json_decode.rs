@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.sample_size(30);
         group.bench_function("quiver_decode_predict", |b| {
-            b.iter(|| decode_predict(std::hint::black_box(&body), &signature).unwrap())
+            b.iter(|| decode_predict(std::hint::black_box(&body), &signature, &[]).unwrap())
         });
         group.bench_function("serde_json_value", |b| {
             b.iter(|| {

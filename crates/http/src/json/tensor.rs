@@ -97,6 +97,9 @@ pub struct TensorBuilder {
     shape: ShapeTracker,
     /// The element type takes JSON numbers.
     numeric: bool,
+    /// Strings and `{"b64": …}` are welcome too (an image input of a numeric type): the first
+    /// value decides which the tensor holds.
+    bytes_ok: bool,
 }
 
 impl TensorBuilder {
@@ -107,7 +110,15 @@ impl TensorBuilder {
             data: TensorData::with_capacity(dtype, 0),
             shape: ShapeTracker::default(),
             numeric: !matches!(dtype, DataType::Bool | DataType::String),
+            bytes_ok: false,
         }
+    }
+
+    /// Also takes strings and `{"b64": …}` values (when the first value is one), for inputs that
+    /// take encoded images besides numbers.
+    pub fn or_bytes(mut self, bytes_ok: bool) -> Self {
+        self.bytes_ok = bytes_ok;
+        self
     }
 
     /// Input name.
@@ -241,6 +252,14 @@ impl TensorBuilder {
 
     fn read_scalar(&mut self, r: &mut JsonReader<'_>) -> Result<(), DecodeError> {
         let next = r.peek()?;
+        if self.bytes_ok
+            && self.data.is_empty()
+            && (next == Next::String || (next == Next::Object && at_b64_object(r)))
+        {
+            self.data = TensorData::String(Vec::new());
+            self.numeric = false;
+            self.bytes_ok = false;
+        }
         let dtype = self.data.dtype();
         match (&mut self.data, next) {
             (TensorData::String(v), Next::String) => {

@@ -32,6 +32,10 @@ pub struct RequestedOutput {
     pub name: String,
     /// `parameters.binary_data`, when given.
     pub binary: Option<bool>,
+    /// `parameters.raw`: the model's own output, before the config's post-processing.
+    pub raw: bool,
+    /// `parameters.classification`: the top `k` classes, as Triton's classification extension.
+    pub classification: Option<usize>,
 }
 
 /// An input as read from the JSON header, before its data is decoded.
@@ -236,7 +240,7 @@ fn read_output(r: &mut JsonReader<'_>) -> Result<RequestedOutput, DecodeError> {
     }
     r.begin_object()?;
     let mut first = true;
-    let (mut name, mut binary) = (None, None);
+    let (mut name, mut binary, mut raw, mut classification) = (None, None, false, None);
     while let Some(key) = r.next_key(&mut first)? {
         match key.as_ref() {
             "name" => name = Some(read_string(r, "outputs[].name")?),
@@ -245,16 +249,32 @@ fn read_output(r: &mut JsonReader<'_>) -> Result<RequestedOutput, DecodeError> {
                     binary = Some(read_bool(r, "outputs[].parameters.binary_data")?);
                     Ok(true)
                 }
-                "classification" => Err(invalid(
-                    "the classification extension is not supported yet; ask for the raw output",
-                )),
+                "classification" => {
+                    let k = read_size(r, "outputs[].parameters.classification")?;
+                    if k == 0 {
+                        return Err(invalid(
+                            "outputs[].parameters.classification must be at least 1",
+                        ));
+                    }
+                    classification = Some(k);
+                    Ok(true)
+                }
+                "raw" => {
+                    raw = read_bool(r, "outputs[].parameters.raw")?;
+                    Ok(true)
+                }
                 _ => Ok(false),
             })?,
             _ => r.skip_value()?,
         }
     }
     let name = name.ok_or_else(|| invalid("an entry of 'outputs' has no 'name'"))?;
-    Ok(RequestedOutput { name, binary })
+    Ok(RequestedOutput {
+        name,
+        binary,
+        raw,
+        classification,
+    })
 }
 
 fn decode_input(input: PendingInput<'_>, binary: &mut &[u8]) -> Result<NamedTensor, DecodeError> {
@@ -303,7 +323,7 @@ fn decode_input(input: PendingInput<'_>, binary: &mut &[u8]) -> Result<NamedTens
 /// An output to answer with, and whether as binary data.
 pub struct ResponseOutput<'a> {
     /// The output.
-    pub output: &'a NamedTensor,
+    pub output: std::borrow::Cow<'a, NamedTensor>,
     /// Send its elements as binary data after the JSON.
     pub binary: bool,
 }
@@ -401,7 +421,9 @@ mod tests {
             req.outputs,
             vec![RequestedOutput {
                 name: "z".into(),
-                binary: Some(true)
+                binary: Some(true),
+                raw: false,
+                classification: None,
             }]
         );
         let (shape, data) = f32_tensor(&req.inputs[0]);
@@ -557,11 +579,11 @@ mod tests {
             Some("7"),
             &[
                 ResponseOutput {
-                    output: &a,
+                    output: std::borrow::Cow::Borrowed(&a),
                     binary: false,
                 },
                 ResponseOutput {
-                    output: &s,
+                    output: std::borrow::Cow::Borrowed(&s),
                     binary: true,
                 },
             ],

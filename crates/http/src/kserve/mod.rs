@@ -13,9 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use quiver_core::{
-    LoadedVersion, NamedTensor, TensorSpec, VersionSelector, VersionState, find_output,
-};
+use std::borrow::Cow;
+
+use quiver_core::{Inference, LoadedVersion, TensorSpec, VersionSelector, VersionState};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -283,7 +283,7 @@ async fn run_infer(
         inference.compute,
         inference.postprocess,
     );
-    let selected = select_outputs(&inference.outputs, &request.outputs, request.binary_output)?;
+    let selected = select_outputs(loaded, &inference, &request.outputs, request.binary_output)?;
     record.stage_done(Stage::Postprocess);
     let (mut json, binary) = encode_infer(
         loaded.name(),
@@ -306,15 +306,17 @@ async fn run_infer(
 
 /// The outputs a request asked for, in its order (all, in the model's order, when it named none).
 pub fn select_outputs<'a>(
-    outputs: &'a [NamedTensor],
+    loaded: &LoadedVersion,
+    inference: &'a Inference,
     requested: &[codec::RequestedOutput],
     binary_default: bool,
 ) -> Result<Vec<ResponseOutput<'a>>, ApiError> {
     if requested.is_empty() {
-        return Ok(outputs
+        return Ok(inference
+            .outputs
             .iter()
             .map(|output| ResponseOutput {
-                output,
+                output: Cow::Borrowed(output),
                 binary: binary_default,
             })
             .collect());
@@ -322,7 +324,8 @@ pub fn select_outputs<'a>(
     requested
         .iter()
         .map(|want| {
-            let output = find_output(outputs, &want.name)?;
+            let output =
+                loaded.select_output(inference, &want.name, want.raw, want.classification)?;
             Ok(ResponseOutput {
                 output,
                 binary: want.binary.unwrap_or(binary_default),

@@ -32,10 +32,12 @@ pub struct PredictRequest {
     pub inputs: Vec<NamedTensor>,
 }
 
-/// Decodes a predict request body for a model with `signature`.
+/// Decodes a predict request body for a model with `signature`; the inputs named in `images`
+/// also take strings and `{"b64": …}` values (encoded images) besides numbers.
 pub fn decode_predict(
     body: &[u8],
     signature: &ModelSignature,
+    images: &[&str],
 ) -> Result<PredictRequest, DecodeError> {
     let mut r = JsonReader::new(body)?;
     if r.peek()? != Next::Object {
@@ -60,9 +62,9 @@ pub fn decode_predict(
                     ));
                 }
                 decoded = Some(if key == "instances" {
-                    (Format::Row, decode_rows(&mut r, signature)?)
+                    (Format::Row, decode_rows(&mut r, signature, images)?)
                 } else {
-                    (Format::Columnar, decode_columns(&mut r, signature)?)
+                    (Format::Columnar, decode_columns(&mut r, signature, images)?)
                 });
             }
             _ => r.skip_value()?,
@@ -101,9 +103,14 @@ fn single_input<'s>(
     }
 }
 
+fn builder(name: &str, dtype: quiver_core::DataType, images: &[&str]) -> TensorBuilder {
+    TensorBuilder::new(name, dtype).or_bytes(images.contains(&name))
+}
+
 fn builder_for(
     signature: &ModelSignature,
     name: &str,
+    images: &[&str],
 ) -> Result<(usize, TensorBuilder), DecodeError> {
     let ix = signature.input_index(name).ok_or_else(|| {
         invalid(format!(
@@ -116,12 +123,13 @@ fn builder_for(
                 .join(", ")
         ))
     })?;
-    Ok((ix, TensorBuilder::new(name, signature.inputs[ix].dtype)))
+    Ok((ix, builder(name, signature.inputs[ix].dtype, images)))
 }
 
 fn decode_rows(
     r: &mut JsonReader<'_>,
     signature: &ModelSignature,
+    images: &[&str],
 ) -> Result<Vec<NamedTensor>, DecodeError> {
     if r.peek()? != Next::Array {
         return Err(invalid("'instances' must be a list"));
@@ -138,7 +146,7 @@ fn decode_rows(
             (true, 0) => named = Some(vec![None; signature.inputs.len()]),
             (false, 0) => {
                 let spec = single_input(signature, "each instance")?;
-                unnamed = Some(TensorBuilder::new(&spec.name, spec.dtype));
+                unnamed = Some(builder(&spec.name, spec.dtype, images));
             }
             _ if is_named != named.is_some() => {
                 return Err(invalid(
@@ -148,7 +156,7 @@ fn decode_rows(
             _ => {}
         }
         if let Some(builders) = named.as_mut() {
-            read_named_instance(r, signature, builders, rows)?;
+            read_named_instance(r, signature, images, builders, rows)?;
         } else if let Some(builder) = unnamed.as_mut() {
             builder.read_value(r, 1)?;
         }
@@ -175,6 +183,7 @@ fn decode_rows(
 fn read_named_instance(
     r: &mut JsonReader<'_>,
     signature: &ModelSignature,
+    images: &[&str],
     builders: &mut [Option<TensorBuilder>],
     row: usize,
 ) -> Result<(), DecodeError> {
@@ -182,7 +191,7 @@ fn read_named_instance(
     let mut first = true;
     let mut seen = vec![false; builders.len()];
     while let Some(key) = r.next_key(&mut first)? {
-        let (ix, fresh) = builder_for(signature, &key)?;
+        let (ix, fresh) = builder_for(signature, &key, images)?;
         if std::mem::replace(&mut seen[ix], true) {
             return Err(invalid(format!(
                 "instance {row}: input '{key}' is given twice"
@@ -217,6 +226,7 @@ fn read_named_instance(
 fn decode_columns(
     r: &mut JsonReader<'_>,
     signature: &ModelSignature,
+    images: &[&str],
 ) -> Result<Vec<NamedTensor>, DecodeError> {
     if r.peek()? == Next::Object && !is_b64_value(r, signature) {
         r.begin_object()?;
@@ -226,14 +236,14 @@ fn decode_columns(
             if inputs.iter().any(|t| t.name == key) {
                 return Err(invalid(format!("input '{key}' is given twice")));
             }
-            let (_, mut builder) = builder_for(signature, &key)?;
+            let (_, mut builder) = builder_for(signature, &key, images)?;
             builder.read_value(r, 0)?;
             inputs.push(NamedTensor::new(key.into_owned(), builder.finish()?));
         }
         Ok(inputs)
     } else {
         let spec = single_input(signature, "'inputs'")?;
-        let mut builder = TensorBuilder::new(&spec.name, spec.dtype);
+        let mut builder = builder(&spec.name, spec.dtype, images);
         builder.read_value(r, 0)?;
         Ok(vec![NamedTensor::new(spec.name.clone(), builder.finish()?)])
     }
@@ -362,7 +372,7 @@ mod tests {
     }
 
     fn decode(body: &str, sig: &ModelSignature) -> Result<PredictRequest, String> {
-        decode_predict(body.as_bytes(), sig).map_err(|e| e.to_string())
+        decode_predict(body.as_bytes(), sig, &[]).map_err(|e| e.to_string())
     }
 
     #[test]

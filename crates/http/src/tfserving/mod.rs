@@ -162,7 +162,11 @@ async fn predict(
     deadline: Option<std::time::Instant>,
     record: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
-    let request = codec::decode_predict(body, loaded.signature())?;
+    let images: Vec<&str> = loaded
+        .pipeline()
+        .map(|p| p.image_inputs().collect())
+        .unwrap_or_default();
+    let request = codec::decode_predict(body, loaded.signature(), &images)?;
     if let Some(name) = request.signature_name.as_deref()
         && !name.is_empty()
         && name != DEFAULT_SIGNATURE
