@@ -4,11 +4,14 @@
     pip install requests pillow numpy
     python examples/client/predict_image.py examples/images/chelsea.png
 
-The model wants ImageNet pre-processing, which this client does itself: RGB, shorter side resized
-to 256 and a centre crop of 224 (or a plain resize to 224x224 with --resize plain), scaled to
-[0, 1], normalised with ImageNet's mean and std, laid out as NCHW.
+By default the client sends the image file as it is (`{"b64": ...}`) and the server does the
+model's pre-processing and post-processing, as the model's config.toml declares: it decodes the
+image, resizes the shorter side to 256 and crops 224, normalises, and answers the top 5 classes
+as "score:index:label". With --send tensor the client does the pre-processing itself (what a
+TF Serving client has to do) and sends the normalised NCHW float tensor instead.
 """
 import argparse
+import base64
 import os
 
 import numpy as np
@@ -16,7 +19,6 @@ import requests
 from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LABELS = os.path.join(HERE, "..", "models", "mobilenet_v2", "labels.txt")
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -43,27 +45,32 @@ def softmax(logits):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("image", help="path to a JPEG or PNG image")
+    parser.add_argument("image", help="path to a JPEG, PNG or WebP image")
     parser.add_argument("--server", default="http://localhost:8501", help="Quiver's REST address")
     parser.add_argument("--model", default="mobilenet_v2")
-    parser.add_argument("--resize", choices=["crop", "plain"], default="crop")
-    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--send", choices=["image", "tensor"], default="image",
+                        help="image: the file as it is; tensor: pre-processed here")
+    parser.add_argument("--resize", choices=["crop", "plain"], default="crop",
+                        help="with --send tensor: how the client resizes")
+    parser.add_argument("--top", type=int, default=5, help="classes to print (at most 5)")
     args = parser.parse_args()
 
-    instance = preprocess(args.image, args.resize)
+    if args.send == "image":
+        with open(args.image, "rb") as f:
+            instance = {"b64": base64.b64encode(f.read()).decode("ascii")}
+    else:
+        instance = preprocess(args.image, args.resize).tolist()
     response = requests.post(
         f"{args.server}/v1/models/{args.model}:predict",
-        json={"instances": [instance.tolist()]},
+        json={"instances": [instance]},
         timeout=60,
     )
     if response.status_code != 200:
         raise SystemExit(f"error {response.status_code}: {response.json()['error']}")
-    probabilities = softmax(np.array(response.json()["predictions"][0]))
-
-    with open(LABELS) as f:
-        labels = [line.strip() for line in f]
-    for index in np.argsort(probabilities)[::-1][: args.top]:
-        print(f"{labels[index]}\t{probabilities[index]:.3f}")
+    # The model's config turns its 1000 logits into the top 5 "score:index:label" strings.
+    for entry in response.json()["predictions"][0][: args.top]:
+        score, _index, label = entry.split(":", 2)
+        print(f"{label}\t{float(score):.3f}")
 
 
 if __name__ == "__main__":

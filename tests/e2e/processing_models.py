@@ -64,16 +64,17 @@ def wait_until_ready(server, models, timeout=300.0):
                     continue
         except (urllib.error.URLError, OSError):
             pass
-        if server.process.poll() is not None or time.monotonic() > deadline:
+        failed = any("failed to load model" in line for line in server.log)
+        if failed or server.process.poll() is not None or time.monotonic() > deadline:
             server.stop()
             pytest.fail(f"model {name} never became ready:\n" + "".join(server.log))
         time.sleep(0.2)
 
 
 def start_server(repository, shared, models=ALL_MODELS, *args):
-    """A server (tract engine, as the README runs it) on a fresh repository of MODELS, once they
-    are all ready."""
-    server = Server(make_repository(repository, shared, models), *args)
+    """A server on a fresh repository of MODELS, once they are all ready. ONNX Runtime runs them
+    (QUIVER_ONNXRUNTIME_LIB, which scripts/test.sh sets): MiniLM does not load on tract."""
+    server = Server(make_repository(repository, shared, models), *args, onnxruntime=True)
     wait_until_ready(server, models)
     return server
 

@@ -7,6 +7,7 @@
 pub mod deadline;
 mod engines;
 mod error;
+mod examples;
 mod manager;
 pub mod memory;
 mod version;
@@ -14,6 +15,7 @@ pub mod warmup;
 
 pub use engines::{Engines, Selection};
 pub use error::{Error, ErrorKind};
+pub use examples::{Classification, Example, Feature};
 pub use manager::{
     BatchingDefaults, IndexEntry, ManagerOptions, ModelManager, ModelSource, Sources,
     VersionSelector, VersionState, VersionStatus,
@@ -21,6 +23,7 @@ pub use manager::{
 pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::NamedTensor;
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
+pub use quiver_repository::processing::Task;
 pub use quiver_repository::{EngineChoice, ModelConfig};
 pub use version::shape_text;
 pub use version::{Inference, LoadedVersion, find_output};

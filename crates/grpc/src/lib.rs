@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod deadline;
+mod examples;
 pub mod kserve;
 pub mod status;
 pub mod tfserving;

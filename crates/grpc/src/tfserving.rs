@@ -1,4 +1,5 @@
-//! TensorFlow Serving's gRPC API: `PredictionService` (Predict, GetModelMetadata) and
+//! TensorFlow Serving's gRPC API: `PredictionService` (Predict, Classify, Regress,
+//! GetModelMetadata) and
 //! `ModelService` (GetModelStatus), over the same core calls as the REST API.
 
 use std::collections::HashMap;
@@ -6,7 +7,8 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use quiver_core::{
-    LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
+    Inference, LoadedVersion, ModelManager, NamedTensor, Task, TensorSpec, VersionSelector,
+    VersionState,
 };
 use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, f16, raw};
 use tonic::{Request, Response, Status};
@@ -18,8 +20,9 @@ use crate::tensorflow::serving::model_spec::VersionChoice;
 use crate::tensorflow::serving::model_version_status::State;
 use crate::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::tensorflow::serving::{
-    GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
-    GetModelStatusResponse, ModelSpec, ModelVersionStatus, PredictRequest, PredictResponse,
+    ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
+    GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, ModelSpec,
+    ModelVersionStatus, PredictRequest, PredictResponse, RegressionRequest, RegressionResponse,
     SignatureDefMap, StatusProto,
 };
 use crate::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
@@ -271,8 +274,94 @@ impl TfServing {
     }
 }
 
+impl TfServing {
+    /// Classify or Regress: the examples as the model's inputs, then its task output's results.
+    async fn examples_recorded(
+        &self,
+        spec: Option<&ModelSpec>,
+        input: Option<crate::tensorflow::serving::Input>,
+        task: Task,
+        deadline: Option<std::time::Instant>,
+        record: &mut RequestRecord,
+    ) -> Result<(Arc<LoadedVersion>, Inference), Status> {
+        let loaded = self.resolve(spec)?;
+        record.served_by(loaded.metrics());
+        check_signature(spec, loaded.name())?;
+        loaded.check_task(task).map_err(status)?;
+        let (context, examples) = crate::examples::examples_of(input)?;
+        let inputs = loaded
+            .examples_to_inputs(&context, &examples)
+            .map_err(status)?;
+        record.stage_done(Stage::Preprocess);
+        let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
+        record.measured(
+            inference.preprocess,
+            inference.queued,
+            inference.compute,
+            inference.postprocess,
+        );
+        Ok((loaded, inference))
+    }
+}
+
 #[tonic::async_trait]
 impl PredictionService for TfServing {
+    async fn classify(
+        &self,
+        request: Request<ClassificationRequest>,
+    ) -> Result<Response<ClassificationResponse>, Status> {
+        let deadline = crate::deadline::from_metadata(request.metadata());
+        let request = request.into_inner();
+        let mut record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
+        let result = async {
+            let (loaded, inference) = self
+                .examples_recorded(
+                    request.model_spec.as_ref(),
+                    request.input,
+                    Task::Classification,
+                    deadline,
+                    &mut record,
+                )
+                .await?;
+            let results = loaded.classification(&inference).map_err(status)?;
+            record.stage_done(Stage::Postprocess);
+            Ok(ClassificationResponse {
+                model_spec: Some(answered_spec(&loaded, DEFAULT_SIGNATURE)),
+                result: Some(crate::examples::classification_result(results)),
+            })
+        }
+        .await;
+        crate::status::finish(record, result).map(Response::new)
+    }
+
+    async fn regress(
+        &self,
+        request: Request<RegressionRequest>,
+    ) -> Result<Response<RegressionResponse>, Status> {
+        let deadline = crate::deadline::from_metadata(request.metadata());
+        let request = request.into_inner();
+        let mut record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
+        let result = async {
+            let (loaded, inference) = self
+                .examples_recorded(
+                    request.model_spec.as_ref(),
+                    request.input,
+                    Task::Regression,
+                    deadline,
+                    &mut record,
+                )
+                .await?;
+            let values = loaded.regression(&inference).map_err(status)?;
+            record.stage_done(Stage::Postprocess);
+            Ok(RegressionResponse {
+                model_spec: Some(answered_spec(&loaded, DEFAULT_SIGNATURE)),
+                result: Some(crate::examples::regression_result(values)),
+            })
+        }
+        .await;
+        crate::status::finish(record, result).map(Response::new)
+    }
+
     async fn predict(
         &self,
         request: Request<PredictRequest>,

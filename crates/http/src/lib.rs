@@ -7,6 +7,7 @@ pub mod error;
 pub mod json;
 pub mod kserve;
 pub mod metrics;
+pub mod openai;
 pub mod tfserving;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(tfserving::routes())
         .merge(kserve::routes())
+        .merge(openai::routes())
         .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

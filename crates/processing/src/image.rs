@@ -5,6 +5,8 @@
 
 use std::io::Cursor;
 
+use base64::Engine as _;
+
 use fast_image_resize::images::Image as FirImage;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageReader, Limits};
@@ -226,7 +228,7 @@ impl ImageStep {
             .enumerate()
             .map(|(i, bytes)| {
                 self.decode(bytes)
-                    .and_then(|p| self.fit(p))
+                    .and_then(|p| self.fit(p, false))
                     .map_err(|m| self.error(i, images.len(), m))
             })
             .collect::<Result<_, _>>()?;
@@ -292,7 +294,7 @@ impl ImageStep {
                     height: h as u32,
                     data,
                 };
-                self.fit(self.reorder(pixels))
+                self.fit(self.reorder(pixels), true)
                     .map_err(|m| self.error(img, n, m))
             })
             .collect::<Result<_, _>>()?;
@@ -313,6 +315,27 @@ impl ImageStep {
         if bytes.is_empty() {
             return Err("the image is empty".into());
         }
+        let format = image::guess_format(bytes).ok();
+        // Clients that can only send text (V2 JSON's BYTES `data` holds strings) send the image
+        // base64-encoded; no image format starts like base64 text, so there is no ambiguity.
+        let decoded;
+        let bytes = match format {
+            Some(_) => bytes,
+            None => {
+                let text: Vec<u8> = bytes
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                decoded = base64::engine::general_purpose::STANDARD
+                    .decode(&text)
+                    .map_err(|_| {
+                        "not an image in a known format (JPEG, PNG, WebP, BMP, GIF), nor base64 of one"
+                            .to_owned()
+                    })?;
+                decoded.as_slice()
+            }
+        };
         let reader = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| format!("cannot read the image: {e}"))?;
@@ -402,10 +425,13 @@ impl ImageStep {
         }
     }
 
-    /// Resizes (and crops) to the model's size.
-    fn fit(&self, pixels: Pixels) -> Result<Pixels, String> {
+    /// Resizes (and crops) to the model's size. An encoded image always takes the configured
+    /// path (so a 224×224 JPEG is scaled to 256 and cropped, as torchvision-style clients do);
+    /// raw pixels (`sized_ok`) of the model's size are used as they are.
+    fn fit(&self, pixels: Pixels, sized_ok: bool) -> Result<Pixels, String> {
         let (tw, th) = (self.width, self.height);
-        if (pixels.width, pixels.height) == (tw, th) {
+        let same = (pixels.width, pixels.height) == (tw, th);
+        if same && (sized_ok || self.resize != ResizeMode::ShorterSide) {
             return Ok(pixels);
         }
         match self.resize {

@@ -11,15 +11,18 @@ pub enum Protocol {
     TfservingGrpc,
     /// KServe V2's gRPC `GRPCInferenceService`.
     KserveGrpc,
+    /// The OpenAI-compatible `POST /v1/embeddings`.
+    OpenaiRest,
 }
 
 impl Protocol {
     /// Every protocol, in the order of [`Protocol::index`].
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::TfservingRest,
         Protocol::KserveRest,
         Protocol::TfservingGrpc,
         Protocol::KserveGrpc,
+        Protocol::OpenaiRest,
     ];
 
     /// The label value.
@@ -29,6 +32,7 @@ impl Protocol {
             Protocol::KserveRest => "kserve_rest",
             Protocol::TfservingGrpc => "tfserving_grpc",
             Protocol::KserveGrpc => "kserve_grpc",
+            Protocol::OpenaiRest => "openai_rest",
         }
     }
 
@@ -38,6 +42,7 @@ impl Protocol {
             Protocol::KserveRest => 1,
             Protocol::TfservingGrpc => 2,
             Protocol::KserveGrpc => 3,
+            Protocol::OpenaiRest => 4,
         }
     }
 }

@@ -20,7 +20,7 @@ pub(crate) struct OkHandles {
 pub struct VersionMetrics {
     model: String,
     version: String,
-    pub(crate) ok: [OkHandles; 4],
+    pub(crate) ok: [OkHandles; 5],
     pub(crate) stages: [Histogram; 5],
     queue_depth: Gauge,
     inflight: Gauge,

@@ -133,9 +133,15 @@ def test_errors(channel):
     with pytest.raises(grpc.RpcError) as raised:
         raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Classify on a model without a classification output: TF Serving's INVALID_ARGUMENT.
     classify = channel.unary_unary("/tensorflow.serving.PredictionService/Classify")
     with pytest.raises(grpc.RpcError) as raised:
-        classify(b"", timeout=30)
+        classify(b"\x0a\x0f\x0a\x0dhalf_plus_two", timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "classification" in raised.value.details()
+    multi = channel.unary_unary("/tensorflow.serving.PredictionService/MultiInference")
+    with pytest.raises(grpc.RpcError) as raised:
+        multi(b"", timeout=30)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     # Still serving.
     assert stub.Predict(predict(), timeout=30).outputs["y"].tensor_content

@@ -2,6 +2,7 @@
 //! configuration extensions: `/v2/health/*`, `/v2`, `/v2/models/NAME[/versions/V][/ready|/config|/infer]`.
 
 pub mod codec;
+mod image;
 mod repository;
 
 use std::sync::Arc;
@@ -60,6 +61,11 @@ pub fn routes() -> Router<AppState> {
             "/v2/models/{name}/versions/{version}/infer",
             post(infer_version),
         )
+        .route("/v2/models/{name}/infer/image", post(image::infer_image))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer/image",
+            post(image::infer_image_version),
+        )
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{name}/load", post(repository::load))
         .route(
@@ -90,7 +96,7 @@ async fn ready(State(state): State<AppState>) -> StatusCode {
     }
 }
 
-fn resolve(
+pub(crate) fn resolve(
     state: &AppState,
     name: &str,
     version: Option<&str>,

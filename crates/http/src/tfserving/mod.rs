@@ -1,6 +1,7 @@
-//! TensorFlow Serving's REST API: `/v1/models/NAME[/versions/N][:predict|/metadata]`.
+//! TensorFlow Serving's REST API: `/v1/models/NAME[/versions/N][:predict|:classify|:regress|/metadata]`.
 
 pub mod codec;
+pub mod examples;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -9,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use quiver_core::{LoadedVersion, TensorSpec, VersionSelector, VersionStatus};
+use quiver_core::{LoadedVersion, Task, TensorSpec, VersionSelector, VersionStatus};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -143,16 +144,56 @@ async fn inference(
             predict(&loaded, &body, deadline, record).await
         }
         Target::Classify | Target::Regress | Target::Status | Target::Metadata => {
-            let (kind, method) = if route.target == Target::Classify {
-                ("classification", "classify")
+            let task = if route.target == Target::Classify {
+                Task::Classification
             } else {
-                ("regression", "regress")
+                Task::Regression
             };
+            loaded.check_task(task)?;
+            let body = body.map_err(body_error)?;
+            let deadline = crate::deadline::from_headers(headers)?;
+            classify_or_regress(&loaded, task, &body, deadline, record).await
+        }
+    }
+}
+
+async fn classify_or_regress(
+    loaded: &LoadedVersion,
+    task: Task,
+    body: &[u8],
+    deadline: Option<std::time::Instant>,
+    record: &mut RequestRecord,
+) -> Result<Response, ApiError> {
+    let request = examples::decode(body).map_err(ApiError::bad_request)?;
+    check_signature_name(loaded, request.signature_name.as_deref())?;
+    let inputs = loaded.examples_to_inputs(&request.context, &request.examples)?;
+    record.stage_done(Stage::Preprocess);
+    let inference = loaded.infer_timed(inputs, deadline).await?;
+    record.measured(
+        inference.preprocess,
+        inference.queued,
+        inference.compute,
+        inference.postprocess,
+    );
+    let body = match task {
+        Task::Classification => examples::classification_json(&loaded.classification(&inference)?),
+        Task::Regression => examples::regression_json(&loaded.regression(&inference)?),
+    };
+    record.stage_done(Stage::Postprocess);
+    let response = json_response(&body);
+    record.stage_done(Stage::Encode);
+    Ok(response)
+}
+
+fn check_signature_name(loaded: &LoadedVersion, name: Option<&str>) -> Result<(), ApiError> {
+    match name {
+        Some(name) if !name.is_empty() && name != DEFAULT_SIGNATURE => {
             Err(ApiError::bad_request(format!(
-                "model '{}' has no {kind} signature: expected signature method_name to be tensorflow/serving/{method}, was tensorflow/serving/predict",
+                "signature '{name}' not found in model '{}'; its only signature is '{DEFAULT_SIGNATURE}'",
                 loaded.name()
             )))
         }
+        Some(_) | None => Ok(()),
     }
 }
 
@@ -167,15 +208,7 @@ async fn predict(
         .map(|p| p.image_inputs().collect())
         .unwrap_or_default();
     let request = codec::decode_predict(body, loaded.signature(), &images)?;
-    if let Some(name) = request.signature_name.as_deref()
-        && !name.is_empty()
-        && name != DEFAULT_SIGNATURE
-    {
-        return Err(ApiError::bad_request(format!(
-            "signature '{name}' not found in model '{}'; its only signature is '{DEFAULT_SIGNATURE}'",
-            loaded.name()
-        )));
-    }
+    check_signature_name(loaded, request.signature_name.as_deref())?;
     record.stage_done(Stage::Preprocess);
     let inference = loaded.infer_timed(request.inputs, deadline).await?;
     record.measured(
