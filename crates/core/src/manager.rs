@@ -859,9 +859,9 @@ impl ModelManager {
             sessions,
             policy,
             default_timeout,
-            pipeline,
         )
-        .map_err(|e| format!("cannot start the model's threads: {e}"))?;
+        .map_err(|e| format!("cannot start the model's threads: {e}"))?
+        .with_pipeline(pipeline);
         Ok((loaded, selection.reason))
     }
 

@@ -81,15 +81,12 @@ impl LoadedVersion {
         sessions: Vec<Box<dyn Session>>,
         policy: BatchPolicy,
         default_timeout: Option<Duration>,
-        pipeline: Option<Pipeline>,
     ) -> std::io::Result<Self> {
         let model_signature = sessions
             .first()
             .map(|s| s.signature().clone())
             .unwrap_or_default();
-        let signature = pipeline
-            .as_ref()
-            .map_or_else(|| model_signature.clone(), |p| p.client_signature().clone());
+        let signature = model_signature.clone();
         let instances = sessions.len();
         let sessions = sessions.into_iter().map(Arc::from).collect();
         let metrics = Arc::new(VersionMetrics::new(name, version));
@@ -101,12 +98,21 @@ impl LoadedVersion {
             platform,
             signature,
             model_signature,
-            pipeline: pipeline.map(Arc::new),
+            pipeline: None,
             queue,
             default_timeout,
             instances,
             metrics,
         })
+    }
+
+    /// Serves with the pre- and post-processing `pipeline` (clients then see its signature).
+    pub(crate) fn with_pipeline(mut self, pipeline: Option<Pipeline>) -> Self {
+        if let Some(p) = &pipeline {
+            self.signature = p.client_signature().clone();
+        }
+        self.pipeline = pipeline.map(Arc::new);
+        self
     }
 
     /// This version's metric handles.

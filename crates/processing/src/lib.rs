@@ -236,10 +236,12 @@ impl Pipeline {
         let mut tokens = 0;
         for input in inputs {
             if let Some(step) = self.images.iter().find(|s| s.input() == input.name) {
-                let tensor = match input.tensor.data() {
-                    TensorData::String(images) => step.from_encoded(images)?,
-                    _ if step.takes_pixels(&input.tensor) => step.from_pixels(&input.tensor)?,
-                    _ => input.tensor,
+                let tensor = if let TensorData::String(images) = input.tensor.data() {
+                    step.from_encoded(images)?
+                } else if step.takes_pixels(&input.tensor) {
+                    step.from_pixels(&input.tensor)?
+                } else {
+                    input.tensor
                 };
                 out.push(NamedTensor::new(input.name, tensor));
             } else if let Some(step) = self.texts.iter().find(|t| t.input() == input.name) {

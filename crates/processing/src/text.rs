@@ -192,14 +192,15 @@ impl TextStep {
             types.extend(std::iter::repeat_n(i64::from(self.pad_type_id), pad));
         }
         let tensor = |(name, dtype): &(String, DataType), values: Vec<i64>| {
-            let data = match dtype {
-                DataType::I32 => TensorData::I32(
+            let data = if *dtype == DataType::I32 {
+                TensorData::I32(
                     values
                         .into_iter()
                         .map(|v| i32::try_from(v).unwrap_or(i32::MAX))
                         .collect(),
-                ),
-                _ => TensorData::I64(values),
+                )
+            } else {
+                TensorData::I64(values)
             };
             Tensor::new(vec![n, width], data)
                 .map(|t| NamedTensor::new(name.clone(), t))
@@ -213,5 +214,137 @@ impl TextStep {
             inputs.push(tensor(t, types)?);
         }
         Ok(Tokenized { inputs, tokens })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_engine_api::TensorSpec;
+
+    fn minilm() -> ModelSignature {
+        let spec = |name: &str| TensorSpec {
+            name: name.into(),
+            dtype: DataType::I64,
+            shape: vec![-1, -1],
+        };
+        ModelSignature {
+            inputs: vec![
+                spec("input_ids"),
+                spec("attention_mask"),
+                spec("token_type_ids"),
+            ],
+            outputs: Vec::new(),
+        }
+    }
+
+    fn step(config: TextConfig) -> Option<TextStep> {
+        let shared = quiver_test_support::shared_models()?;
+        Some(TextStep::build("text", &config, &shared.join("all_minilm_l6_v2"), &minilm()).unwrap())
+    }
+
+    fn texts(t: &[&str]) -> Vec<Vec<u8>> {
+        t.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn tokenizes_and_pads_to_the_longest() {
+        let Some(step) = step(TextConfig::default()) else {
+            return;
+        };
+        let out = step
+            .tokenize(&texts(&["A man is eating food.", "Hi"]))
+            .unwrap();
+        let names: Vec<&str> = out.inputs.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"]);
+        // [CLS] a man is eating food . [SEP] = 8 tokens; [CLS] hi [SEP] = 3, padded to 8.
+        assert_eq!(out.inputs[0].tensor.shape(), [2, 8]);
+        assert_eq!(out.tokens, 11);
+        let TensorData::I64(mask) = out.inputs[1].tensor.data() else {
+            panic!("mask is INT64");
+        };
+        assert_eq!(&mask[8..], [1, 1, 1, 0, 0, 0, 0, 0]);
+        let TensorData::I64(ids) = out.inputs[0].tensor.data() else {
+            panic!("ids are INT64");
+        };
+        assert_eq!((ids[0], ids[7]), (101, 102), "[CLS] … [SEP]");
+    }
+
+    #[test]
+    fn empty_and_over_long_text_are_refused() {
+        let Some(step) = step(TextConfig {
+            max_length: Some(16),
+            ..TextConfig::default()
+        }) else {
+            return;
+        };
+        let invalid = |r: Result<Tokenized, ProcessError>| match r {
+            Err(ProcessError::Invalid(m)) => m,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        assert_eq!(
+            invalid(step.tokenize(&texts(&["ok", "  "]))),
+            "input 'text': text 1 is empty"
+        );
+        let long = "word ".repeat(100);
+        let e = invalid(step.tokenize(&texts(&[&long])));
+        assert!(e.contains("more than the model's limit of 16"), "{e}");
+        assert!(invalid(step.tokenize(&[vec![0xff, 0xfe]])).contains("UTF-8"));
+    }
+
+    #[test]
+    fn truncation_keeps_the_special_tokens() {
+        let Some(step) = step(TextConfig {
+            max_length: Some(16),
+            truncate: Some(true),
+            padding: Some(Padding::MaxLength),
+            ..TextConfig::default()
+        }) else {
+            return;
+        };
+        let out = step
+            .tokenize(&texts(&[&"word ".repeat(100), "short"]))
+            .unwrap();
+        assert_eq!(out.inputs[0].tensor.shape(), [2, 16]);
+        let TensorData::I64(ids) = out.inputs[0].tensor.data() else {
+            panic!("ids are INT64");
+        };
+        assert_eq!(ids[15], 102, "[SEP] survives truncation");
+    }
+
+    #[test]
+    fn config_mistakes_name_the_key() {
+        let Some(shared) = quiver_test_support::shared_models() else {
+            return;
+        };
+        let dir = shared.join("all_minilm_l6_v2");
+        let e = TextStep::build(
+            "text",
+            &TextConfig {
+                ids: Some("ids".into()),
+                ..TextConfig::default()
+            },
+            &dir,
+            &minilm(),
+        )
+        .unwrap_err();
+        assert_eq!(e, "inputs.text.text.ids: the model has no input 'ids'");
+        let e = TextStep::build(
+            "text",
+            &TextConfig {
+                tokenizer: Some("missing.json".into()),
+                ..TextConfig::default()
+            },
+            &dir,
+            &minilm(),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("inputs.text.text.tokenizer: cannot load"),
+            "{e}"
+        );
+        let e = TextStep::build("input_ids", &TextConfig::default(), &dir, &minilm()).unwrap_err();
+        assert!(e.contains("is a model input"), "{e}");
     }
 }

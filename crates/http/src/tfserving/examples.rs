@@ -45,9 +45,11 @@ pub fn decode(body: &[u8]) -> Result<ExamplesRequest, String> {
         Some(Value::Array(list)) => list
             .into_iter()
             .enumerate()
-            .map(|(i, e)| match e {
-                Value::Object(features) => example(features, &format!("example {i}")),
-                _ => Err(format!("example {i} must be an object of features")),
+            .map(|(i, e)| {
+                let Value::Object(features) = e else {
+                    return Err(format!("example {i} must be an object of features"));
+                };
+                example(features, &format!("example {i}"))
             })
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err("'examples' must be a list of objects".into()),
@@ -75,9 +77,10 @@ fn example(features: Map<String, Value>, what: &str) -> Result<Example, String> 
 
 /// A feature's value: a number, a string, `{"b64": …}`, or a flat list of one of those.
 fn feature(value: Value) -> Result<Feature, String> {
-    let values = match value {
-        Value::Array(list) => list,
-        one => vec![one],
+    let values = if let Value::Array(list) = value {
+        list
+    } else {
+        vec![value]
     };
     let mut floats = Vec::new();
     let mut ints = Vec::new();
