@@ -13,7 +13,9 @@
 #
 #   bench/processing.sh [ROUNDS] [SECONDS_PER_POINT]      (default 3 rounds of 10 s)
 #
-# The server runs on core 1 and the load generator on core 0 (as bench/observability.sh does).
+# The server runs on core 1 and the load generator on core 0 (as bench/observability.sh does);
+# with PIN=0 both run on both cores (the server's pre-processing pool and ONNX Runtime then use
+# two threads each, as in production, and share them with the load generator).
 # perf_analyzer cannot be the load generator here: it sends each input with the datatype the
 # model's metadata declares (FP32 for `input`), so it cannot send a BYTES image to it. The load
 # generator is oha if it is on PATH, else hey (Debian's `hey` package, installed if missing);
@@ -118,7 +120,10 @@ for path in sorted(work.glob("*.body")):
     print(f"{path.stem}: {path.stat().st_size} bytes", file=sys.stderr)
 PY
 
-taskset -c 1 "$bin" serve --model-repository "$repo" --host 127.0.0.1 --rest-port 0 --grpc-port 0 \
+server_cpus=(taskset -c 1)
+client_cpus=(taskset -c 0)
+if [ "${PIN:-1}" = 0 ]; then server_cpus=(); client_cpus=(); fi
+"${server_cpus[@]}" "$bin" serve --model-repository "$repo" --host 127.0.0.1 --rest-port 0 --grpc-port 0 \
     --onnxruntime-lib "$ort" 2>"$log" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
@@ -174,7 +179,7 @@ throughput() { # MODE -> "IMAGES_PER_S PREPROCESS_MS"
     if [ -s "$work/$mode.header" ]; then args+=(-H "$(cat "$work/$mode.header")"); fi
     if [ "$loadgen" = oha ]; then args+=(--no-tui); fi
     before=$(stage_totals)
-    out=$(taskset -c 0 "$loadgen" "${args[@]}" "$url" 2>&1) || { echo "$loadgen failed: $out" >&2; exit 1; }
+    out=$("${client_cpus[@]}" "$loadgen" "${args[@]}" "$url" 2>&1) || { echo "$loadgen failed: $out" >&2; exit 1; }
     after=$(stage_totals)
     # Only 200s count: more than 1 % other status codes or errors fails the run.
     local rate
@@ -197,7 +202,11 @@ n = float(a[1]) - float(b[1])
 print(f'{$rate:.1f}', f'{(float(a[0]) - float(b[0])) / n * 1000:.2f}' if n else '-')"
 }
 
-echo "load generator: $loadgen, concurrency $concurrency, ${seconds} s a point; server on core 1, $loadgen on core 0"
+if [ "${PIN:-1}" = 0 ]; then
+    echo "load generator: $loadgen, concurrency $concurrency, ${seconds} s a point; server and $loadgen share both cores"
+else
+    echo "load generator: $loadgen, concurrency $concurrency, ${seconds} s a point; server on core 1, $loadgen on core 0"
+fi
 echo
 echo "| round | JPEG 0.3 MP (img/s) | JPEG 1.9 MP (img/s) | float V2 JSON (img/s) | float V2 binary (img/s) | JPEG 0.3 MP / float JSON | JPEG 1.9 MP / float JSON |"
 echo "|---|---|---|---|---|---|---|"

@@ -254,19 +254,30 @@ impl ImageStep {
         };
         if (h, w) == (self.height as usize, self.width as usize) {
             // The model's size already: straight to the model's values, keeping the client's
-            // precision.
-            let (mh, mw) = (h, w);
-            let mut out = vec![0f64; n * c * mh * mw];
-            for img in 0..n {
-                for y in 0..mh {
-                    for x in 0..mw {
-                        for mc in 0..c {
-                            let sc = self.source_channel(mc);
-                            let q = at(img, y, x, sc) * self.scale[mc] + self.offset[mc];
-                            out[self.out_index(img, mc, y, x)] = q;
-                        }
-                    }
+            // precision. f32 pixels (what NumPy clients send) take a loop without conversions.
+            let hw = h * w;
+            let source = |img: usize, i: usize, mc: usize| {
+                let sc = self.source_channel(mc);
+                match layout {
+                    Layout::Nchw => (img * c + sc) * hw + i,
+                    Layout::Nhwc => (img * hw + i) * c + sc,
                 }
+            };
+            if let (TensorData::F32(v), DataType::F32) = (tensor.data(), self.dtype) {
+                let (scale, offset) = self.affine_f32();
+                let mut out = vec![0f32; n * c * hw];
+                for img in 0..n {
+                    self.fill(&mut out, img, |i, mc| {
+                        v[source(img, i, mc)] * scale[mc] + offset[mc]
+                    });
+                }
+                return self.shaped(TensorData::F32(out), n);
+            }
+            let mut out = vec![0f64; n * c * hw];
+            for img in 0..n {
+                self.fill(&mut out, img, |i, mc| {
+                    values(source(img, i, mc)) * self.scale[mc] + self.offset[mc]
+                });
             }
             return self.typed(out, n);
         }
@@ -417,14 +428,6 @@ impl ImageStep {
         }
     }
 
-    fn out_index(&self, img: usize, c: usize, y: usize, x: usize) -> usize {
-        let (h, w, ch) = (self.height as usize, self.width as usize, self.channels);
-        match self.layout {
-            Layout::Nchw => ((img * ch + c) * h + y) * w + x,
-            Layout::Nhwc => ((img * h + y) * w + x) * ch + c,
-        }
-    }
-
     /// Resizes (and crops) to the model's size. An encoded image always takes the configured
     /// path (so a 224×224 JPEG is scaled to 256 and cropped, as torchvision-style clients do);
     /// raw pixels (`sized_ok`) of the model's size are used as they are.
@@ -439,7 +442,7 @@ impl ImageStep {
                 "the image is {}x{} (width x height); the model takes {tw}x{th} and resizing is off",
                 pixels.width, pixels.height
             )),
-            ResizeMode::Stretch => self.resize_to(&pixels, tw, th),
+            ResizeMode::Stretch => self.resize_to(pixels, tw, th),
             ResizeMode::ShorterSide => {
                 let short = pixels.width.min(pixels.height) as f64;
                 let scale = f64::from(self.shorter_side) / short;
@@ -450,22 +453,21 @@ impl ImageStep {
                 let resized = if (rw, rh) == (pixels.width, pixels.height) {
                     pixels
                 } else {
-                    self.resize_to(&pixels, rw, rh)?
+                    self.resize_to(pixels, rw, rh)?
                 };
                 Ok(crop_centre(&resized, tw, th, self.channels))
             }
         }
     }
 
-    fn resize_to(&self, pixels: &Pixels, width: u32, height: u32) -> Result<Pixels, String> {
+    fn resize_to(&self, pixels: Pixels, width: u32, height: u32) -> Result<Pixels, String> {
         let pixel_type = if self.channels == 3 {
             PixelType::U8x3
         } else {
             PixelType::U8
         };
-        let src =
-            FirImage::from_vec_u8(pixels.width, pixels.height, pixels.data.clone(), pixel_type)
-                .map_err(|e| format!("cannot resize: {e}"))?;
+        let src = FirImage::from_vec_u8(pixels.width, pixels.height, pixels.data, pixel_type)
+            .map_err(|e| format!("cannot resize: {e}"))?;
         let mut dst = FirImage::new(width, height, pixel_type);
         let alg = match self.filter {
             ResizeFilter::Nearest => ResizeAlg::Nearest,
@@ -485,33 +487,75 @@ impl ImageStep {
 
     /// Model-size pixel rows → the model's tensor, normalised and laid out.
     fn assemble(&self, rows: &[Pixels]) -> Result<Tensor, ProcessError> {
-        let (h, w, c) = (self.height as usize, self.width as usize, self.channels);
+        let (hw, c) = ((self.height * self.width) as usize, self.channels);
         let n = rows.len();
-        // One lookup table per channel: 256 multiplications instead of one per pixel.
+        if self.dtype == DataType::F32 {
+            // One lookup table per channel: 256 multiplications instead of one per pixel.
+            let (scale, offset) = self.affine_f32();
+            let tables: Vec<[f32; 256]> = (0..c)
+                .map(|mc| std::array::from_fn(|p| p as f32 * scale[mc] + offset[mc]))
+                .collect();
+            let mut out = vec![0f32; n * c * hw];
+            for (img, pixels) in rows.iter().enumerate() {
+                self.fill(&mut out, img, |i, mc| {
+                    tables[mc][usize::from(pixels.data[i * c + mc])]
+                });
+            }
+            return self.shaped(TensorData::F32(out), n);
+        }
         let tables: Vec<[f64; 256]> = (0..c)
             .map(|mc| std::array::from_fn(|p| p as f64 * self.scale[mc] + self.offset[mc]))
             .collect();
-        let mut out = vec![0f64; n * c * h * w];
+        let mut out = vec![0f64; n * c * hw];
         for (img, pixels) in rows.iter().enumerate() {
-            for y in 0..h {
-                for x in 0..w {
-                    let px = (y * w + x) * c;
-                    for (mc, table) in tables.iter().enumerate() {
-                        let p = pixels.data[px + mc];
-                        out[self.out_index(img, mc, y, x)] = table[usize::from(p)];
-                    }
-                }
-            }
+            self.fill(&mut out, img, |i, mc| {
+                tables[mc][usize::from(pixels.data[i * c + mc])]
+            });
         }
         self.typed(out, n)
     }
 
-    fn typed(&self, values: Vec<f64>, n: usize) -> Result<Tensor, ProcessError> {
+    /// Writes image `img` of the output: `value(i, mc)` is model channel `mc` of pixel `i`
+    /// (row-major). One plane at a time for NCHW, so the writes are sequential.
+    fn fill<T: Copy>(&self, out: &mut [T], img: usize, value: impl Fn(usize, usize) -> T) {
+        let (hw, c) = ((self.height * self.width) as usize, self.channels);
+        match self.layout {
+            Layout::Nchw => {
+                for mc in 0..c {
+                    let plane = &mut out[(img * c + mc) * hw..(img * c + mc + 1) * hw];
+                    for (i, o) in plane.iter_mut().enumerate() {
+                        *o = value(i, mc);
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                let image = &mut out[img * hw * c..(img + 1) * hw * c];
+                for (i, pixel) in image.chunks_exact_mut(c).enumerate() {
+                    for (mc, o) in pixel.iter_mut().enumerate() {
+                        *o = value(i, mc);
+                    }
+                }
+            }
+        }
+    }
+
+    fn affine_f32(&self) -> (Vec<f32>, Vec<f32>) {
+        (
+            self.scale.iter().map(|&v| v as f32).collect(),
+            self.offset.iter().map(|&v| v as f32).collect(),
+        )
+    }
+
+    fn shaped(&self, data: TensorData, n: usize) -> Result<Tensor, ProcessError> {
         let (h, w, c) = (self.height as usize, self.width as usize, self.channels);
         let shape = match self.layout {
             Layout::Nchw => vec![n, c, h, w],
             Layout::Nhwc => vec![n, h, w, c],
         };
+        Tensor::new(shape, data).map_err(ProcessError::Internal)
+    }
+
+    fn typed(&self, values: Vec<f64>, n: usize) -> Result<Tensor, ProcessError> {
         let data = match self.dtype {
             DataType::F64 => TensorData::F64(values),
             DataType::F16 => TensorData::F16(values.into_iter().map(f16::from_f64).collect()),
@@ -527,7 +571,7 @@ impl ImageStep {
             | DataType::I64
             | DataType::String => TensorData::F32(values.into_iter().map(|v| v as f32).collect()),
         };
-        Tensor::new(shape, data).map_err(ProcessError::Internal)
+        self.shaped(data, n)
     }
 }
 

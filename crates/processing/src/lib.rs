@@ -197,10 +197,7 @@ impl Pipeline {
     /// The text input and the pooled output, when the model makes sentence embeddings.
     pub fn embedding(&self) -> Option<(&str, &str)> {
         let text = self.texts.first()?;
-        let pooled = self.outputs.iter().find(|s| {
-            s.needs_input().is_some()
-                || s.spec().shape.len() == 2 && s.spec().dtype == DataType::F32
-        })?;
+        let pooled = self.outputs.iter().find(|s| s.pools())?;
         Some((text.input(), pooled.spec().name.as_str()))
     }
 

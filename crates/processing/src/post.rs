@@ -167,6 +167,11 @@ impl OutputStep {
         (self.pool == Some(Pooling::Mean)).then_some(self.mask.as_str())
     }
 
+    /// Whether it pools token outputs into one vector a row (an embedding).
+    pub fn pools(&self) -> bool {
+        self.pool.is_some()
+    }
+
     /// The TF Serving method this output answers.
     pub fn task(&self) -> Option<Task> {
         self.task
