@@ -61,7 +61,12 @@ mkdir -p "$repo/mobilenet_v2/1"
 ln -s "$shared/mobilenet_v2/1/model.onnx" "$repo/mobilenet_v2/1/model.onnx"
 cp examples/models/mobilenet_v2/labels.txt "$repo/mobilenet_v2/"
 # The example config, on ONNX Runtime (a top-level key, so before the example's tables).
-{ printf 'engine = "onnxruntime"\n\n'; cat examples/models/mobilenet_v2/config.toml; } >"$repo/mobilenet_v2/config.toml"
+# BATCH=N: requests also batch, up to N (max_queue_delay 2 ms).
+{
+    printf 'engine = "onnxruntime"\n\n'
+    cat examples/models/mobilenet_v2/config.toml
+    if [ -n "${BATCH:-}" ]; then printf '\n[batching]\nmax_batch_size = %d\nmax_queue_delay_us = 2000\n' "$BATCH"; fi
+} >"$repo/mobilenet_v2/config.toml"
 
 # The request bodies, built once: NAME.body, NAME.type (Content-Type), NAME.header (extra header).
 "$python" - "$shared" "$work" <<'PY'
