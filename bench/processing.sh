@@ -12,6 +12,11 @@
 # drift hits all alike.
 #
 #   bench/processing.sh [ROUNDS] [SECONDS_PER_POINT]      (default 3 rounds of 10 s)
+#   CLIENT=python PIN=0 bench/processing.sh [ROUNDS] [SECONDS]
+#
+# CLIENT=python measures end to end instead: the README's client (examples/client/predict_image.py
+# through bench/processing_client.py, 8 processes) sending the JPEG file vs pre-processing it
+# itself and sending JSON floats, its own work counted.
 #
 # The server runs on core 1 and the load generator on core 0 (as bench/observability.sh does);
 # with PIN=0 both run on both cores (the server's pre-processing pool and ONNX Runtime then use
@@ -102,6 +107,7 @@ large = io.BytesIO()
 Image.open(shared / "images" / "chelsea.png").convert("RGB").resize((1600, 1200), Image.BICUBIC).save(
     large, "JPEG", quality=90)
 bytes_request("jpeg_1.9mp", large.getvalue())
+(work / "large.jpg").write_bytes(large.getvalue())
 
 # The float tensor: grace_hopper.jpg pre-processed by the client (examples/client/predict_image.py).
 image = Image.open(io.BytesIO(hopper)).convert("RGB")
@@ -207,6 +213,35 @@ n = float(a[1]) - float(b[1])
 print(f'{$rate:.1f}', f'{(float(a[0]) - float(b[0])) / n * 1000:.2f}' if n else '-')"
 }
 
+if [ "${CLIENT:-}" = python ]; then
+    # End to end with the README's Python client: its own work (reading and base64 of the file,
+    # or decoding, resizing, normalising and writing ~3 MB of JSON) counts, as it does for a user.
+    client() { "${client_cpus[@]}" "$python" bench/processing_client.py "http://$rest" mobilenet_v2 "$@" "$concurrency" "$seconds"; }
+    images=("$shared/images/grace_hopper.jpg" "$work/large.jpg")
+    echo "README client (examples/client/predict_image.py) x $concurrency processes, ${seconds} s a point"
+    echo
+    echo "| round | JPEG 0.3 MP sent (img/s) | 0.3 MP as JSON floats | ratio | JPEG 1.9 MP sent | 1.9 MP as JSON floats | ratio |"
+    echo "|---|---|---|---|---|---|---|"
+    sums=(0 0 0 0)
+    for round in $(seq "$rounds"); do
+        row=()
+        for i in 0 1; do
+            if [ $((round % 2)) = 0 ]; then
+                tensor=$(client "${images[$i]}" tensor); image=$(client "${images[$i]}" image)
+            else
+                image=$(client "${images[$i]}" image); tensor=$(client "${images[$i]}" tensor)
+            fi
+            row+=("$image" "$tensor" "$(python3 -c "print(f'{$image / $tensor:.2f}')")")
+            sums[$((2 * i))]=$(python3 -c "print(${sums[$((2 * i))]} + $image)")
+            sums[$((2 * i + 1))]=$(python3 -c "print(${sums[$((2 * i + 1))]} + $tensor)")
+        done
+        echo "| $round | ${row[0]} | ${row[1]} | ${row[2]} | ${row[3]} | ${row[4]} | ${row[5]} |"
+    done
+    m() { python3 -c "print(f'{${sums[$1]} / $rounds:.1f}')"; }
+    r() { python3 -c "print(f'{${sums[$1]} / ${sums[$2]}:.2f}')"; }
+    echo "| mean | $(m 0) | $(m 1) | $(r 0 1) | $(m 2) | $(m 3) | $(r 2 3) |"
+    exit 0
+fi
 if [ "${PIN:-1}" = 0 ]; then
     echo "load generator: $loadgen, concurrency $concurrency, ${seconds} s a point; server and $loadgen share both cores"
 else
