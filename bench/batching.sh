@@ -4,14 +4,21 @@
 #   2. all_minilm_l6_v2 (seq 128) on ONNX Runtime at concurrency 16, unbatched vs batched
 #      (compare with the in-process engine at batch 8: bench/engine_call.sh);
 #   3. latency at concurrency 1, batching off vs on (the added latency should stay below
-#      max_queue_delay + 1 ms).
+#      max_queue_delay + 1 ms);
+#   4. all_minilm_l6_v2 as clients use it: one real sentence a request (bench/data/sentences.txt,
+#      13-18 tokens), tokenized in the server (examples/configs/all_minilm_l6_v2), unbatched vs
+#      batched up to 8 with padding to the longest, at concurrency 16, driven by wrk
+#      (bench/sentences.lua; Debian's wrk, installed if missing) in ROUNDS alternating rounds;
+#      and the in-process engine at batch 1 and 8 at 17 tokens (criterion, with the server
+#      stopped), for the batched server's share of the engine's own throughput.
 #
-#   bench/batching.sh [SECONDS_PER_POINT]      (default 5)
+#   bench/batching.sh [SECONDS_PER_POINT] [ROUNDS]      (default 5 s, 3 rounds)
 #
 # Needs what bench/load_test.sh needs, ../shared/models, and fetches ONNX Runtime's library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
+rounds=${2:-3}
 bin=target/release/quiver
 pa=target/venv/bin/perf_analyzer
 shared=${QUIVER_SHARED_MODELS:-$PWD/../shared/models}
@@ -34,6 +41,16 @@ for name in minilm minilm_batched; do
     printf 'engine = "onnxruntime"\n' >"$repo/$name/config.toml"
 done
 printf '[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 5000\npreferred_batch_sizes = [8]\n' >>"$repo/minilm_batched/config.toml"
+# Sentences in, embeddings out: the example config (its [batching] table replaced).
+for name in minilm_text minilm_text_batched; do
+    mkdir -p "$repo/$name/1"
+    ln -s "$shared/all_minilm_l6_v2/1/model.onnx" "$repo/$name/1/model.onnx"
+    ln -s "$shared/all_minilm_l6_v2/tokenizer.json" "$repo/$name/tokenizer.json"
+    { printf 'engine = "onnxruntime"\n\n'; sed '/^\[batching\]/,$d' examples/configs/all_minilm_l6_v2/config.toml; } \
+        >"$repo/$name/config.toml"
+done
+printf '[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 5000\npreferred_batch_sizes = [8]\npad_inputs = { input_ids = 0, attention_mask = 0, token_type_ids = 0 }\n' \
+    >>"$repo/minilm_text_batched/config.toml"
 
 "$bin" serve --model-repository "$repo" --host 127.0.0.1 --rest-port 0 --grpc-port 0 \
     --onnxruntime-lib "$ort" 2>"$log" &
@@ -75,3 +92,41 @@ for protocol in "V2 HTTP JSON"; do
     point dense "$protocol" 1 --shape x:1,64
     point dense_batched "$protocol" 1
 done
+
+# 4. Sentences (wrk: perf_analyzer cannot vary a BYTES input's text per request as simply).
+if ! command -v wrk >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ]; then sudo_cmd=sudo; fi
+    $sudo_cmd apt-get install -y -q wrk >/dev/null || {
+        $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q wrk >/dev/null
+    }
+fi
+sentences() { # model -> sentences/s (any non-200 answer stops wrk and fails the run)
+    local out
+    out=$(wrk -t2 -c16 -d"${seconds}s" -s bench/sentences.lua "http://$rest/v2/models/$1/infer" 2>&1)
+    if grep -q '^status' <<<"$out" || grep -q 'Non-2xx' <<<"$out"; then echo "$1: requests failed: $out" >&2; exit 1; fi
+    sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out"
+}
+echo
+echo "Sentences (13-18 tokens) at concurrency 16, wrk, ${seconds} s a point:"
+echo
+echo "| round | minilm_text (sentences/s) | minilm_text_batched | batched / unbatched |"
+echo "|---|---|---|---|"
+sum_off=0; sum_on=0
+for round in $(seq "$rounds"); do
+    if [ $((round % 2)) = 1 ]; then off=$(sentences minilm_text); on=$(sentences minilm_text_batched)
+    else on=$(sentences minilm_text_batched); off=$(sentences minilm_text); fi
+    sum_off=$(python3 -c "print($sum_off + $off)"); sum_on=$(python3 -c "print($sum_on + $on)")
+    echo "| $round | $off | $on | $(python3 -c "print(f'{$on / $off:.2f}')") |"
+done
+echo "| mean | $(python3 -c "print(f'{$sum_off / $rounds:.1f}')") | $(python3 -c "print(f'{$sum_on / $rounds:.1f}')") | $(python3 -c "print(f'{$sum_on / $sum_off:.2f}')") |"
+batches=$(curl -s "http://$rest/metrics" | sed -n 's/^quiver_batch_size_\(sum\|count\){model="minilm_text_batched".*} \(.*\)/\2/p' | paste -sd' ')
+echo
+echo "minilm_text_batched: mean batch $(python3 -c "s, c = map(float, '$batches'.split()); print(f'{s / c:.2f}')") requests"
+kill $server 2>/dev/null; wait $server 2>/dev/null || true
+echo
+echo "In-process engine, all_minilm_l6_v2 at 17 tokens (criterion: low, mean, high of one call):"
+QUIVER_SHARED_MODELS=$shared QUIVER_ONNXRUNTIME_LIB=$ort QUIVER_BENCH_SEQ=17 \
+    QUIVER_ONNXRUNTIME_SPINNING=${QUIVER_ONNXRUNTIME_SPINNING:-false} \
+    cargo bench -q -p quiver-engine-onnxruntime --bench engine_call -- --warm-up-time 1 \
+    --measurement-time "$seconds" "onnxruntime/all_minilm" 2>&1 | grep -E '^onnxruntime/|time:'

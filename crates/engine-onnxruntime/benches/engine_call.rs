@@ -18,8 +18,15 @@ use quiver_test_support::{onnxruntime_library, shared_models};
 
 /// Threads for every engine here, as for Python's session (`intra_op_num_threads = 2`).
 const THREADS: usize = 2;
-/// MiniLM's sequence length as its tokenizer.json pads to.
-const SEQ: usize = 128;
+/// MiniLM's sequence length: 128, as its tokenizer.json pads to, unless `QUIVER_BENCH_SEQ` says
+/// otherwise (`bench/batching.sh` compares the server with the engine at the length its
+/// sentences pad to).
+fn seq() -> usize {
+    std::env::var("QUIVER_BENCH_SEQ")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(128)
+}
 
 /// Deterministic inputs: pseudo-random pixels, or token ids with a full attention mask.
 fn inputs(model: &str, batch: usize) -> Vec<Tensor> {
@@ -30,12 +37,13 @@ fn inputs(model: &str, batch: usize) -> Vec<Tensor> {
             .collect();
         return vec![Tensor::new(vec![batch, 3, 224, 224], TensorData::F32(data)).unwrap()];
     }
-    let n = batch * SEQ;
+    let seq = seq();
+    let n = batch * seq;
     let ids = (0..n).map(|i| 1000 + ((i * 7919) % 20000) as i64).collect();
     vec![
-        Tensor::new(vec![batch, SEQ], TensorData::I64(ids)).unwrap(),
-        Tensor::new(vec![batch, SEQ], TensorData::I64(vec![1; n])).unwrap(),
-        Tensor::new(vec![batch, SEQ], TensorData::I64(vec![0; n])).unwrap(),
+        Tensor::new(vec![batch, seq], TensorData::I64(ids)).unwrap(),
+        Tensor::new(vec![batch, seq], TensorData::I64(vec![1; n])).unwrap(),
+        Tensor::new(vec![batch, seq], TensorData::I64(vec![0; n])).unwrap(),
     ]
 }
 
@@ -74,8 +82,12 @@ fn engines(c: &mut Criterion) {
         let pool = SharedPool {
             intra_op_threads: THREADS,
             inter_op_threads: 1,
-            // As Python's onnxruntime (the comparison) runs: back-to-back calls, spinning on.
-            spinning: true,
+            // As Python's onnxruntime (the comparison) runs: back-to-back calls, spinning on;
+            // QUIVER_ONNXRUNTIME_SPINNING=false runs as the server does by default.
+            spinning: !matches!(
+                std::env::var("QUIVER_ONNXRUNTIME_SPINNING").as_deref(),
+                Ok("false")
+            ),
         };
         let ort = OnnxRuntimeEngine::init(&found.path, pool).unwrap();
         let models = ["mobilenet_v2", "all_minilm_l6_v2"];
