@@ -848,6 +848,27 @@ def test_poll_broken_config_keeps_serving(start, tmp_path):
     assert served_by(v2_infer(server, "m")) == 1
 
 
+def test_poll_new_labels_file_reloads(start, tmp_path):
+    """A labels file (or tokenizer) the config names is part of what a version is loaded from:
+    a new one is picked up by the next poll, though config.toml and model.onnx are unchanged."""
+    repo = tmp_path / "repo"
+    fixture_model(repo, "dense")
+    (repo / "dense" / "config.toml").write_text('[outputs.probs]\ntop_k = 1\nlabels = "labels.txt"\n')
+    write_atomic(repo / "dense" / "labels.txt", "".join(f"old{i}\n" for i in range(10)))
+    server = start(repo, "--repository-poll-secs", "0.2")
+    body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.1] * 64}]}
+
+    def top_label():
+        response = requests.post(f"{server.url}/v2/models/dense/infer", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["outputs"][0]["data"][0].split(":", 2)[2]
+
+    first = top_label()
+    assert first.startswith("old"), first
+    write_atomic(repo / "dense" / "labels.txt", "".join(f"new{i}\n" for i in range(10)))
+    wait_until(lambda: top_label() == "new" + first[3:], "the new labels to be served")
+
+
 def test_unload_during_a_load_does_not_stall_the_server(start, releaser, tmp_path):
     """An unload waits for a load of the same model to finish: it must wait off the async
     runtime, or a few such requests stall every other request (health checks included)."""

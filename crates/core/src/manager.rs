@@ -650,7 +650,7 @@ impl ModelManager {
             versions
                 .iter()
                 .filter(|v| wanted.contains(&v.version))
-                .map(|v| (v, fingerprint(config, v)))
+                .map(|v| (v, fingerprint(config, &source.dir, v)))
                 .filter(
                     |(v, print)| match record.and_then(|r| r.versions.get(&v.version)) {
                         None => true,
@@ -1244,8 +1244,9 @@ impl Dropped {
     }
 }
 
-/// What a version is loaded from: its config and its model file's size and modification time.
-fn fingerprint(config: &ModelConfig, version: &VersionDir) -> u64 {
+/// What a version is loaded from: its config, and the size and modification time of its model
+/// file and of the files its processing reads (a new labels.txt or tokenizer.json reloads it).
+fn fingerprint(config: &ModelConfig, model_dir: &Path, version: &VersionDir) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     // Labels are routing, not part of what is loaded: moving one must not reload anything.
@@ -1254,9 +1255,13 @@ fn fingerprint(config: &ModelConfig, version: &VersionDir) -> u64 {
         ..config.clone()
     };
     format!("{loaded_from:?}").hash(&mut hasher);
-    if let Ok(meta) = std::fs::metadata(&version.model_file) {
-        meta.len().hash(&mut hasher);
-        meta.modified().ok().hash(&mut hasher);
+    let files = config.processing_files();
+    let files = files.iter().map(|file| model_dir.join(file));
+    for file in std::iter::once(version.model_file.clone()).chain(files) {
+        if let Ok(meta) = std::fs::metadata(&file) {
+            meta.len().hash(&mut hasher);
+            meta.modified().ok().hash(&mut hasher);
+        }
     }
     hasher.finish()
 }

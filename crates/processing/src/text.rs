@@ -61,7 +61,7 @@ impl TextStep {
             config
                 .tokenizer
                 .as_deref()
-                .unwrap_or(Path::new("tokenizer.json")),
+                .unwrap_or(Path::new(quiver_repository::processing::DEFAULT_TOKENIZER)),
         );
         let mut tokenizer = Tokenizer::from_file(&file)
             .map_err(|e| format!("{}: cannot load {}: {e}", key("tokenizer"), file.display()))?;

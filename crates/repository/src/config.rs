@@ -123,6 +123,25 @@ pub struct ModelConfig {
     pub outputs: BTreeMap<String, OutputProcessing>,
 }
 
+impl ModelConfig {
+    /// The files beside the model that its processing reads (tokenizers, label files), relative
+    /// to the model directory: a change to one of them changes what a load builds.
+    pub fn processing_files(&self) -> Vec<PathBuf> {
+        let tokenizers = self.inputs.values().filter_map(|input| {
+            input.text.as_ref().map(|text| {
+                text.tokenizer
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(crate::processing::DEFAULT_TOKENIZER))
+            })
+        });
+        let labels = self
+            .outputs
+            .values()
+            .filter_map(|output| output.labels.clone());
+        tokenizers.chain(labels).collect()
+    }
+}
+
 /// Which of a model's versions are served (TF Serving's `model_version_policy`, Triton's
 /// `version_policy`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

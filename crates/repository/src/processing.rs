@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// The tokenizer file a `[inputs.NAME.text]` table reads when it names none.
+pub const DEFAULT_TOKENIZER: &str = "tokenizer.json";
+
 /// What the server does to one input before the model runs: `[inputs.NAME]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
