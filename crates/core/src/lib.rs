@@ -22,8 +22,8 @@ pub use manager::{
 };
 pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::NamedTensor;
+pub use quiver_engine_api::shape_text;
 pub use quiver_engine_api::{DataType, ModelSignature, Tensor, TensorData, TensorSpec};
 pub use quiver_repository::processing::Task;
 pub use quiver_repository::{EngineChoice, ModelConfig};
-pub use version::shape_text;
 pub use version::{Inference, LoadedVersion, find_output};

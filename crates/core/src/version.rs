@@ -1,12 +1,13 @@
 //! A loaded, servable model version and the checks every request passes before compute.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_batcher::{BatchError, BatchPolicy, Queue, QueueStats};
-use quiver_engine_api::{EngineError, ModelSignature, NamedTensor, Session, Tensor, TensorSpec};
+use quiver_engine_api::{
+    EngineError, ModelSignature, NamedTensor, Session, Tensor, TensorSpec, shape_text,
+};
 use quiver_processing::{Pipeline, ProcessError};
 use quiver_telemetry::VersionMetrics;
 
@@ -428,19 +429,6 @@ fn check_tensor(spec: &TensorSpec, tensor: &Tensor) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-/// `[-1,3,224,224]`, the way error messages show shapes.
-pub fn shape_text<T: std::fmt::Display>(dims: &[T]) -> String {
-    let mut s = String::from("[");
-    for (i, d) in dims.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "{d}");
-    }
-    s.push(']');
-    s
 }
 
 fn names(specs: &[TensorSpec]) -> String {

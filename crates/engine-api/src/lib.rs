@@ -15,6 +15,20 @@ pub use tensor::{MAX_RANK, Tensor, TensorData, element_count};
 
 use std::path::{Path, PathBuf};
 
+/// `[-1,3,224,224]`, the way error messages show shapes.
+pub fn shape_text<T: std::fmt::Display>(dims: &[T]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("[");
+    for (i, d) in dims.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{d}");
+    }
+    s.push(']');
+    s
+}
+
 /// A tensor with the name of the model input or output it belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {

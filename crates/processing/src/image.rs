@@ -64,7 +64,7 @@ impl ImageStep {
         if spec.shape.len() != 4 {
             return Err(format!(
                 "inputs.{input}.image: the model input has shape {}; images feed rank-4 inputs ([batch, C, H, W] or [batch, H, W, C])",
-                crate::shape_text(&spec.shape)
+                quiver_engine_api::shape_text(&spec.shape)
             ));
         }
         let is_channels = |d: i64| d == 1 || d == 3;
@@ -76,7 +76,7 @@ impl ImageStep {
                 return Err(format!(
                     "{}: cannot tell from the model input's shape {}; set \"nchw\" or \"nhwc\"",
                     key("layout"),
-                    crate::shape_text(&spec.shape)
+                    quiver_engine_api::shape_text(&spec.shape)
                 ));
             }
         };
@@ -95,7 +95,7 @@ impl ImageStep {
                 "{}: \"{}\" makes {channels} channel(s); the model input has {c_dim} (shape {})",
                 key("color"),
                 color_name(color),
-                crate::shape_text(&spec.shape)
+                quiver_engine_api::shape_text(&spec.shape)
             ));
         }
         let fixed = |d: i64| u32::try_from(d).ok().filter(|&d| d > 0);
@@ -105,7 +105,7 @@ impl ImageStep {
                     return Err(format!(
                         "{}: [{h}, {w}] differs from the model input's {}",
                         key("size"),
-                        crate::shape_text(&spec.shape)
+                        quiver_engine_api::shape_text(&spec.shape)
                     ));
                 }
                 (h, w)
@@ -115,7 +115,7 @@ impl ImageStep {
                 return Err(format!(
                     "{}: the model input's height and width are not fixed ({}); set [height, width]",
                     key("size"),
-                    crate::shape_text(&spec.shape)
+                    quiver_engine_api::shape_text(&spec.shape)
                 ));
             }
         };

@@ -11,7 +11,6 @@ mod post;
 mod text;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -332,19 +331,6 @@ fn task_name(task: Task) -> &'static str {
 fn names(specs: &[TensorSpec]) -> String {
     let quoted: Vec<String> = specs.iter().map(|s| format!("'{}'", s.name)).collect();
     quoted.join(", ")
-}
-
-/// `[-1,3,224,224]`, as messages show shapes.
-pub(crate) fn shape_text<T: std::fmt::Display>(dims: &[T]) -> String {
-    let mut s = String::from("[");
-    for (i, d) in dims.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "{d}");
-    }
-    s.push(']');
-    s
 }
 
 /// Top `k` of any float output as Triton's classification strings, for the V2 output parameter

@@ -89,7 +89,7 @@ impl OutputStep {
             return Err(format!(
                 "{}: pooling takes token outputs [batch, tokens, dim]; '{output}' has shape {}",
                 key("pool"),
-                crate::shape_text(&raw.shape)
+                quiver_engine_api::shape_text(&raw.shape)
             ));
         }
         let mask = config
@@ -366,7 +366,7 @@ fn pool_tokens(raw: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ProcessErr
     let &[n, tokens, d] = raw.shape() else {
         return Err(ProcessError::Internal(format!(
             "pooling needs a rank-3 output, got shape {}",
-            crate::shape_text(raw.shape())
+            quiver_engine_api::shape_text(raw.shape())
         )));
     };
     let (_, _, values) = rows_of(raw)?;
@@ -383,8 +383,8 @@ fn pool_tokens(raw: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, ProcessErr
             if mask.shape().first() != Some(&n) || keep.len() < n * tokens {
                 return Err(ProcessError::Internal(format!(
                     "the mask's shape {} does not match the output's {}",
-                    crate::shape_text(mask.shape()),
-                    crate::shape_text(raw.shape())
+                    quiver_engine_api::shape_text(mask.shape()),
+                    quiver_engine_api::shape_text(raw.shape())
                 )));
             }
             let mask_width = keep.len() / n;
