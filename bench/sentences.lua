@@ -1,17 +1,12 @@
 -- wrk script: POST one sentence per request as a V2 BYTES input named "text", cycling through
--- bench/data/sentences.txt (each connection starts at its own place). Run from the repository root.
+-- bench/data/sentences.txt. Run from the repository root.
 local bodies = {}
 for line in io.lines("bench/data/sentences.txt") do
     local escaped = line:gsub('\\', '\\\\'):gsub('"', '\\"')
     bodies[#bodies + 1] = '{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["'
         .. escaped .. '"]}]}'
 end
-local counter = 0
 local next_body = 0
-
-function init(args)
-    counter = counter + 1
-end
 
 function request()
     next_body = next_body % #bodies + 1
