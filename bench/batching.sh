@@ -10,7 +10,10 @@
 #      batched up to 8 with padding to the longest, at concurrency 16, driven by wrk
 #      (bench/sentences.lua; Debian's wrk, installed if missing) in ROUNDS alternating rounds;
 #      and the in-process engine at batch 1 and 8 at 17 tokens (criterion, with the server
-#      stopped), for the batched server's share of the engine's own throughput.
+#      stopped), for the batched server's share of the engine's own throughput;
+#   5. the dense fixture at concurrency 32 over V2 JSON with wrk (bench/dense.lua), batching off
+#      vs on in ROUNDS rounds: each server thread's CPU per request, the rest of the machine's
+#      busy time (client and kernel) and the idle cores, which bound what batching can gain.
 #
 #   bench/batching.sh [SECONDS_PER_POINT] [ROUNDS]      (default 5 s, 3 rounds)
 #
@@ -123,6 +126,54 @@ echo "| mean | $(python3 -c "print(f'{$sum_off / $rounds:.1f}')") | $(python3 -c
 batches=$(curl -s "http://$rest/metrics" | sed -n 's/^quiver_batch_size_\(sum\|count\){model="minilm_text_batched".*} \(.*\)/\2/p' | paste -sd' ')
 echo
 echo "minilm_text_batched: mean batch $(python3 -c "s, c = map(float, '$batches'.split()); print(f'{s / c:.2f}')") requests"
+
+# 5. Where the dense model's CPU goes, batching off vs on: wrk at concurrency 32 over V2 JSON,
+#    each thread's CPU time (from /proc) per answered request, the client's too, and the idle
+#    cores. The engine thread's share bounds what batching can gain: with a free engine call
+#    and no idle core, the unbatched total would fall by exactly that share.
+ticks=$(getconf CLK_TCK)
+thread_cpu() { # pid -> "thread-name ticks" lines, threads of one name summed
+    for task in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(tr ' ' _ <"$task/comm")" "$(awk '{print $14 + $15}' "$task/stat")"
+    done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}' | sort
+}
+idle_ticks() { awk '/^cpu /{print $5 + $6}' /proc/stat; }
+cpu_split() { # model -> one table row
+    local before after idle0 idle1 out rate
+    before=$(thread_cpu $server); idle0=$(idle_ticks)
+    out=$(wrk -t2 -c32 -d"${seconds}s" -s bench/dense.lua "http://$rest/v2/models/$1/infer" 2>&1)
+    after=$(thread_cpu $server); idle1=$(idle_ticks)
+    if grep -q '^status' <<<"$out" || grep -q 'Non-2xx' <<<"$out"; then echo "$1: requests failed: $out" >&2; exit 1; fi
+    rate=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+    # The client's CPU is what the machine was busy for beyond the server's threads.
+    join <(echo "$before") <(echo "$after") |
+        python3 -c '
+import sys
+model, rate, seconds, ticks, idle_ticks, cores = sys.argv[1], *map(float, sys.argv[2:])
+per_request = lambda t: t / ticks / (seconds * rate) * 1e6
+split = {"runtime": 0.0, "engine": 0.0, "other": 0.0}
+for line in sys.stdin:
+    name, t0, t1 = line.split()
+    # Engine threads are "quiver-MODEL-N", cut to 15 characters like every thread name.
+    kind = "engine" if name.startswith(f"quiver-{model}-"[:15]) else "runtime" if name.startswith("tokio") else "other"
+    split[kind] += per_request(int(t1) - int(t0))
+idle = idle_ticks / ticks / seconds
+busy = (cores - idle) / rate * 1e6  # all cores busy time per request: server, client, kernel
+rest = busy - sum(split.values())
+runtime, engine, other = split["runtime"], split["engine"], split["other"]
+print(f"| {model} | {rate:.0f} | {runtime:.1f} | {engine:.1f} | {other:.1f} | {rest:.1f} | {idle:.2f} |")
+' "$1" "$rate" "$seconds" "$ticks" $((idle1 - idle0)) "$(nproc)"
+}
+echo
+echo "dense at concurrency 32 (wrk, V2 JSON): CPU µs per request by thread, ${seconds} s a point:"
+echo
+echo "| model | infer/s | runtime threads | engine thread | log + metrics threads | client and kernel rest | idle cores |"
+echo "|---|---|---|---|---|---|---|"
+for round in $(seq "$rounds"); do
+    cpu_split dense
+    cpu_split dense_batched
+done
+
 kill $server 2>/dev/null; wait $server 2>/dev/null || true
 echo
 echo "In-process engine, all_minilm_l6_v2 at 17 tokens (criterion: low, mean, high of one call):"
