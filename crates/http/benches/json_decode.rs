@@ -2,12 +2,16 @@
 //! tensor, against `serde_json::from_slice::<serde_json::Value>` on the same body (which only
 //! builds a tree and would still have to be walked into a tensor).
 //!
+//! Also a KServe V2 body of the same values as one flat `data` array, as tritonclient sends it,
+//! through `decode_infer`.
+//!
 //! `cargo bench -p quiver-http --bench json_decode`
 
 #![allow(missing_docs, clippy::unwrap_used)] // a benchmark harness
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver_engine_api::{DataType, ModelSignature, TensorSpec};
+use quiver_http::kserve::codec::decode_infer;
 use quiver_http::tfserving::codec::decode_predict;
 
 /// One 224×224×3 image as `{"instances": [[[[r, g, b], …]]]}`, each value printed by `value`.
@@ -23,18 +27,32 @@ fn image_body(mut value: impl FnMut() -> String) -> Vec<u8> {
     format!("{{\"instances\": [{}]}}", rows.join(", ")).into_bytes()
 }
 
-fn normalised_body() -> Vec<u8> {
-    // Normalised pixel values as a Python client sends them: `np.float32` values turned into
-    // Python floats by `tolist()`, printed as the shortest text that reads back as the same f64
-    // (up to 17 significant digits, e.g. 0.10000000149011612).
+/// Normalised pixel values as a Python client sends them: `np.float32` values turned into
+/// Python floats by `tolist()`, printed as the shortest text that reads back as the same f64
+/// (up to 17 significant digits, e.g. 0.10000000149011612).
+fn normalised_values() -> impl FnMut() -> String {
     let mut state = 0x2545_f491_u32;
-    let mut next = || {
+    move || {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
-        f64::from(((f64::from(state) / f64::from(u32::MAX)) * 4.0 - 2.0) as f32)
-    };
-    image_body(|| format!("{:?}", next()))
+        let value = f64::from(((f64::from(state) / f64::from(u32::MAX)) * 4.0 - 2.0) as f32);
+        format!("{value:?}")
+    }
+}
+
+/// The same 224×224×3 values as one V2 input with a flat `data` array.
+fn kserve_body(mut value: impl FnMut() -> String) -> Vec<u8> {
+    let data: Vec<String> = (0..224 * 224 * 3).map(|_| value()).collect();
+    format!(
+        "{{\"inputs\": [{{\"name\": \"input_1\", \"shape\": [1, 224, 224, 3], \"datatype\": \"FP32\", \"data\": [{}]}}]}}",
+        data.join(", ")
+    )
+    .into_bytes()
+}
+
+fn normalised_body() -> Vec<u8> {
+    image_body(normalised_values())
 }
 
 /// Raw pixels as TF Serving's classic image client sends them:
@@ -73,6 +91,14 @@ fn bench(c: &mut Criterion) {
         });
         group.finish();
     }
+    let body = kserve_body(normalised_values());
+    let mut group = c.benchmark_group("kserve_infer_1x224x224x3_f32/normalised_floats");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.sample_size(30);
+    group.bench_function("quiver_decode_infer", |b| {
+        b.iter(|| decode_infer(std::hint::black_box(&body), &[]).unwrap())
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -44,8 +44,15 @@ struct PendingInput<'a> {
     shape: Vec<usize>,
     datatype: String,
     binary_size: Option<usize>,
+    data: Option<PendingData<'a>>,
+}
+
+/// An input's `data`: read as it came when its name, datatype and shape came before it (the
+/// order clients write), else left to read once they are known.
+enum PendingData<'a> {
+    Read(Tensor),
     /// A reader positioned at the `data` value.
-    data: Option<JsonReader<'a>>,
+    Later(JsonReader<'a>),
 }
 
 /// Decodes a request from its JSON `header` and the `binary` bytes that followed it.
@@ -216,9 +223,26 @@ fn read_input<'a>(r: &mut JsonReader<'a>) -> Result<PendingInput<'a>, DecodeErro
                 _ => Ok(false),
             })?,
             "data" => {
-                // The datatype may come after the data: remember where it is, decode it later.
-                data = Some(r.clone());
-                r.skip_value()?;
+                let known = match (&name, &datatype, &shape) {
+                    (Some(name), Some(datatype), Some(shape)) => {
+                        DataType::from_kserve_name(datatype)
+                            .filter(|_| element_count(shape).is_some())
+                            .map(|dtype| (name, dtype, shape))
+                    }
+                    _ => None,
+                };
+                data = Some(match known {
+                    Some((name, dtype, shape)) => PendingData::Read(
+                        TensorBuilder::new(name, dtype).read_flat(r, shape.clone())?,
+                    ),
+                    // The datatype or shape may come after the data (or be wrong, which
+                    // decode_input reports): remember where the data is, read it then.
+                    None => {
+                        let later = r.clone();
+                        r.skip_value()?;
+                        PendingData::Later(later)
+                    }
+                });
             }
             _ => r.skip_value()?,
         }
@@ -302,7 +326,10 @@ fn decode_input(input: PendingInput<'_>, binary: &mut &[u8]) -> Result<NamedTens
             )));
         }
         (None, None) => return Err(invalid(format!("input '{name}' has no 'data'"))),
-        (None, Some(mut r)) => TensorBuilder::new(&name, dtype).read_flat(&mut r, shape)?,
+        (None, Some(PendingData::Read(tensor))) => tensor,
+        (None, Some(PendingData::Later(mut r))) => {
+            TensorBuilder::new(&name, dtype).read_flat(&mut r, shape)?
+        }
         (Some(size), None) => {
             if size > binary.len() {
                 return Err(invalid(format!(
@@ -430,6 +457,50 @@ mod tests {
         assert_eq!(shape, [2, 3]);
         assert_eq!(data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(req.inputs[1].tensor.data(), &TensorData::I64(vec![7, 8]));
+    }
+
+    #[test]
+    fn data_read_as_it_comes_or_later_fails_alike() {
+        // With name, datatype and shape first the data is read in passing; with the data first
+        // it is read after the object. Either way a bad input gets the same error.
+        for (fields, data) in [
+            (
+                r#""name": "x", "shape": [2], "datatype": "FP32""#,
+                "[1, 2, 3]",
+            ),
+            (
+                r#""name": "x", "shape": [2], "datatype": "FP32""#,
+                r#"[1, "two"]"#,
+            ),
+            (
+                r#""name": "x", "shape": [2], "datatype": "INT8""#,
+                "[1, 300]",
+            ),
+            (
+                r#""name": "x", "shape": [2, 2], "datatype": "FP32""#,
+                "[[1, 2], [3]]",
+            ),
+        ] {
+            let eager = decode(
+                &format!(r#"{{"inputs": [{{{fields}, "data": {data}}}]}}"#),
+                &[],
+            )
+            .unwrap_err();
+            let later = decode(
+                &format!(r#"{{"inputs": [{{"data": {data}, {fields}}}]}}"#),
+                &[],
+            )
+            .unwrap_err();
+            assert_eq!(eager, later, "{fields} {data}");
+            assert!(eager.contains("'x'"), "{eager}");
+        }
+        let both = decode(
+            r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1],
+                "parameters": {"binary_data_size": 4}}]}"#,
+            &[0; 4],
+        )
+        .unwrap_err();
+        assert!(both.contains("both"), "{both}");
     }
 
     #[test]
