@@ -95,6 +95,10 @@ pub struct QueueStats {
 struct Inner {
     state: QueueState<Job>,
     closed: bool,
+    /// Workers blocked on the condition variable. A notify is a system call even when nobody
+    /// waits, so a push skips it while every worker is busy running a batch (they look at the
+    /// queue again before they wait).
+    sleeping: usize,
 }
 
 impl Shared {
@@ -133,6 +137,7 @@ impl Queue {
             inner: Mutex::new(Inner {
                 state: QueueState::new(policy),
                 closed: false,
+                sleeping: 0,
             }),
             wake: Condvar::new(),
             batches: AtomicU64::new(0),
@@ -208,7 +213,7 @@ impl Queue {
                     Refused::TooManyRows { rows, max } => BatchError::TooManyRows { rows, max },
                 })?;
             self.shared.metrics.set_queue_depth(inner.state.len());
-            inner.state.worth_a_look()
+            inner.sleeping > 0 && inner.state.worth_a_look()
         };
         if wake {
             self.shared.wake.notify_one();
@@ -275,24 +280,28 @@ fn take_batch(shared: &Shared) -> Option<Vec<Entry<Job>>> {
         }
         match next {
             Next::Batch(batch) => {
-                if !inner.state.is_empty() {
+                if !inner.state.is_empty() && inner.sleeping > 0 {
                     shared.wake.notify_one(); // another worker may take the rest
                 }
                 return Some(batch);
             }
             Next::WaitUntil(at) => {
+                inner.sleeping += 1;
                 inner = shared
                     .wake
                     .wait_timeout(inner, at.saturating_duration_since(now))
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
+                inner.sleeping -= 1;
             }
             Next::Idle if inner.closed => return None,
             Next::Idle => {
+                inner.sleeping += 1;
                 inner = shared
                     .wake
                     .wait(inner)
                     .unwrap_or_else(PoisonError::into_inner);
+                inner.sleeping -= 1;
             }
         }
     }
