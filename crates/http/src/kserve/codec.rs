@@ -326,7 +326,16 @@ fn decode_input(input: PendingInput<'_>, binary: &mut &[u8]) -> Result<NamedTens
             )));
         }
         (None, None) => return Err(invalid(format!("input '{name}' has no 'data'"))),
-        (None, Some(PendingData::Read(tensor))) => tensor,
+        // Read with the name, datatype and shape given before the data; a key given twice may
+        // have changed them since.
+        (None, Some(PendingData::Read(tensor))) => {
+            if tensor.shape() != shape.as_slice() || tensor.dtype() != dtype {
+                return Err(invalid(format!(
+                    "input '{name}' gives its datatype or shape twice, differently"
+                )));
+            }
+            tensor
+        }
         (None, Some(PendingData::Later(mut r))) => {
             TensorBuilder::new(&name, dtype).read_flat(&mut r, shape)?
         }
@@ -501,6 +510,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(both.contains("both"), "{both}");
+        let twice = decode(
+            r#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2],
+                "shape": [1, 2]}]}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert!(twice.contains("twice"), "{twice}");
     }
 
     #[test]
