@@ -664,8 +664,9 @@ def test_corrupt_version_keeps_the_previous_one_serving(start, tmp_path):
     states = tf_states(server, "m")
     assert states[1] == ("AVAILABLE", "OK", "")
     state, code, message = states[2]
-    assert state == "END" and code != "OK" and message, states[2]
+    assert state == "END" and code == "DATA_LOSS" and message, states[2]
     assert message == row["reason"]
+    assert row["error_kind"] == "corrupt_model", row
     assert index(server)[("m", "1")]["state"] == "READY"
     # Version 1 keeps answering, by default and by number; version 2 does not.
     assert tf_predict(server, "m").json()["predictions"] == [answer(1)]
@@ -736,6 +737,7 @@ def test_warmup(start, tmp_path, broken):
     assert rows[("bad", "1")]["state"] == "UNAVAILABLE", rows
     reason = rows[("bad", "1")]["reason"]
     assert "warm-up" in reason, reason
+    assert rows[("bad", "1")]["error_kind"] == "warmup", rows
     assert tf_states(server, "bad")[1][2] == reason
     assert_error(v2_infer(server, "bad"), 404)
     assert served_by(v2_infer(server, "good")) == 1

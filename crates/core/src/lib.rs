@@ -8,6 +8,7 @@ pub mod deadline;
 mod engines;
 mod error;
 mod examples;
+mod load_error;
 mod manager;
 pub mod memory;
 mod version;
@@ -16,6 +17,7 @@ pub mod warmup;
 pub use engines::{Engines, Selection};
 pub use error::{Error, ErrorKind};
 pub use examples::{Classification, Example, Feature};
+pub use load_error::LoadError;
 pub use manager::{
     BatchingDefaults, IndexEntry, ManagerOptions, ModelManager, ModelSource, Sources,
     VersionSelector, VersionState, VersionStatus,

@@ -1,7 +1,7 @@
 //! A loaded, servable model version and the checks every request passes before compute.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use quiver_batcher::{BatchError, BatchPolicy, Queue, QueueStats};
@@ -11,6 +11,7 @@ use quiver_engine_api::{
 use quiver_processing::{Pipeline, ProcessError};
 use quiver_telemetry::VersionMetrics;
 
+use crate::manager::Retirement;
 use crate::{Error, ErrorKind};
 
 /// A model version ready to serve. Requests hold an `Arc` to it, so a version being retired
@@ -29,6 +30,9 @@ pub struct LoadedVersion {
     default_timeout: Option<Duration>,
     instances: usize,
     metrics: Arc<VersionMetrics>,
+    /// Set when the version is retired. The last field, so it is dropped after the queue and
+    /// sessions: when the last request lets go, it finishes the retirement.
+    retirement: Mutex<Option<Retirement>>,
 }
 
 /// A request's outputs and where its time went inside the model.
@@ -104,7 +108,16 @@ impl LoadedVersion {
             default_timeout,
             instances,
             metrics,
+            retirement: Mutex::new(None),
         })
+    }
+
+    /// Has the version finish retiring once the last reference to it is dropped.
+    pub(crate) fn retire_on_drop(&self, retirement: Retirement) {
+        *self
+            .retirement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(retirement);
     }
 
     /// Serves with the pre- and post-processing `pipeline` (clients then see its signature).

@@ -445,16 +445,9 @@ impl ModelService for TfServing {
                 .map(|v| ModelVersionStatus {
                     version: i64::try_from(v.version).unwrap_or(i64::MAX),
                     state: tf_state(v.state).into(),
-                    status: Some(match v.error {
-                        // tensorflow.error.Code: 0 OK, 2 UNKNOWN.
-                        None => StatusProto {
-                            error_code: 0,
-                            error_message: String::new(),
-                        },
-                        Some(message) => StatusProto {
-                            error_code: 2,
-                            error_message: message,
-                        },
+                    status: Some(StatusProto {
+                        error_code: v.tf_error_code().0,
+                        error_message: v.error.unwrap_or_default(),
                     }),
                 })
                 .collect(),

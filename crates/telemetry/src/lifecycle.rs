@@ -33,12 +33,15 @@ pub fn register_model(model: &str) {
     counter!(names::LOAD_FAILURES_TOTAL, names::MODEL => model.to_owned()).absolute(0);
 }
 
-/// Records one load of `model` version `version` that took `took`, and counts it if it failed.
-pub fn record_load(model: &str, version: u64, took: Duration, ok: bool) {
+/// Records one load of `model` version `version` that took `took`, and counts it if it failed
+/// (`failure`: the kind of error, e.g. `corrupt_model`).
+pub fn record_load(model: &str, version: u64, took: Duration, failure: Option<&'static str>) {
     histogram!(names::LOAD_DURATION,
         names::MODEL => model.to_owned(), names::VERSION => version.to_string())
     .record(took.as_secs_f64());
-    if !ok {
+    if let Some(reason) = failure {
         counter!(names::LOAD_FAILURES_TOTAL, names::MODEL => model.to_owned()).increment(1);
+        counter!(names::LOAD_ERRORS_TOTAL, names::MODEL => model.to_owned(), names::REASON => reason)
+            .increment(1);
     }
 }

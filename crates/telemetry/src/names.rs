@@ -21,6 +21,8 @@ pub const REJECTED_TOTAL: &str = "quiver_rejected_requests_total";
 pub const LOAD_DURATION: &str = "quiver_model_load_duration_seconds";
 /// Failed loads (`model`).
 pub const LOAD_FAILURES_TOTAL: &str = "quiver_model_load_failures_total";
+/// Failed loads by what went wrong (`model`, `reason`: the kind of load error).
+pub const LOAD_ERRORS_TOTAL: &str = "quiver_model_load_errors_total";
 /// 1 for a version's current state, 0 for the others (`model`, `version`, `state`).
 pub const VERSION_STATE: &str = "quiver_model_version_state";
 /// Request body sizes (`model`, `version`, `protocol`).
@@ -43,6 +45,8 @@ pub const OUTCOME: &str = "outcome";
 pub const STAGE: &str = "stage";
 /// Label: a version's lifecycle state.
 pub const STATE: &str = "state";
+/// Label: the kind of a load error.
+pub const REASON: &str = "reason";
 
 /// The `outcome` of a request that succeeded.
 pub const OK: &str = "ok";
@@ -79,6 +83,10 @@ pub fn describe() {
         "Time to load a model version, successful or not."
     );
     describe_counter!(LOAD_FAILURES_TOTAL, "Model version loads that failed.");
+    describe_counter!(
+        LOAD_ERRORS_TOTAL,
+        "Model version loads that failed, by the kind of error (reason)."
+    );
     describe_gauge!(
         VERSION_STATE,
         "1 for the version's current lifecycle state, 0 for the others."

@@ -55,6 +55,10 @@ pub(super) async fn index(
             if !reason.is_empty() {
                 entry["reason"] = json!(reason);
             }
+            // Beyond Triton's fields (clients ignore it): what kind of load failure.
+            if let Some(kind) = row.error_kind {
+                entry["error_kind"] = json!(kind);
+            }
             entry
         })
         .collect();

@@ -241,10 +241,8 @@ fn status(state: &AppState, model: &str, selector: &VersionSelector) -> Result<R
 }
 
 fn version_status_json(v: &VersionStatus) -> Value {
-    let (code, message) = match &v.error {
-        None => ("OK", ""),
-        Some(reason) => ("UNKNOWN", reason.as_str()),
-    };
+    let (_, code) = v.tf_error_code();
+    let message = v.error.as_deref().unwrap_or_default();
     json!({
         "version": v.version.to_string(),
         "state": v.state.tf_name(),

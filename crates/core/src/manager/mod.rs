@@ -1,0 +1,477 @@
+//! The model manager: which versions of which models exist, their state, and routing requests
+//! to a loaded version.
+//!
+//! One job a file: [`table`] (the routing table and its read queries), [`sources`] (where models
+//! are found), [`plan`] (what to load, reload and retire, as a pure function), [`loader`]
+//! (building a version), [`retire`] (letting a version go once its requests end) and
+//! [`fingerprint`]. This file carries a plan out and holds the public lifecycle calls.
+
+mod fingerprint;
+mod loader;
+mod options;
+mod plan;
+mod retire;
+mod sources;
+mod table;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use quiver_repository::{
+    self as repository, ModelConfig, RepositoryError, Rollover, VersionPolicy,
+};
+
+use crate::engines::Engines;
+use crate::load_error::LoadError;
+use crate::{Error, ErrorKind};
+use plan::{Action, Current, Wanted};
+use retire::Dropped;
+pub(crate) use retire::Retirement;
+use table::ModelRecord;
+
+pub use options::{BatchingDefaults, ManagerOptions};
+pub use sources::{ModelSource, Sources};
+pub use table::{IndexEntry, VersionSelector, VersionState, VersionStatus};
+
+/// Owns every model version's lifecycle and hands loaded versions to requests.
+///
+/// Loading happens on the caller's thread (call the blocking methods off the async runtime)
+/// and one model at a time per model, while requests keep being served: the routing table is
+/// only locked to swap a finished version in or a retired one out. A retired version stops
+/// taking requests at once and is dropped (its memory returned) once the requests holding it
+/// have finished.
+pub struct ModelManager {
+    engines: Engines,
+    options: ManagerOptions,
+    sources: Sources,
+    models: RwLock<BTreeMap<String, ModelRecord>>,
+    /// One lock per model, held while it is synchronised with its source.
+    syncing: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
+    /// Flags of the versions retired and not yet known to be dropped.
+    retiring: Mutex<Vec<Dropped>>,
+    ready: AtomicBool,
+}
+
+impl ModelManager {
+    /// A manager with no models yet that finds them in `sources` and loads them with one of
+    /// `engines`.
+    pub fn new(engines: Engines, options: ManagerOptions, sources: Sources) -> Self {
+        Self {
+            engines,
+            options,
+            sources,
+            models: RwLock::default(),
+            syncing: Mutex::default(),
+            retiring: Mutex::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the server is ready: start-up loading is done and it is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the server ready (start-up loading done) or not (shutting down).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Every model the sources hold now.
+    pub fn sources(&self) -> Result<Vec<ModelSource>, RepositoryError> {
+        self.sources.list()
+    }
+
+    /// Loads every model of the sources per its version policy. A model that fails to load is
+    /// recorded as failed and does not stop the others. Blocking.
+    pub fn load_all(&self) -> Result<(), RepositoryError> {
+        for source in self.sources()? {
+            if let Err(e) = self.sync(&source, false, None) {
+                tracing::error!(model = %source.name, "{}", e.message);
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll of the sources: new versions are loaded, removed ones retired, models whose
+    /// config or files changed reloaded, and models gone from the sources unloaded. Blocking.
+    pub fn poll(&self) -> Result<(), RepositoryError> {
+        let sources = self.sources()?;
+        for source in &sources {
+            let before = self.model_error(&source.name);
+            if let Err(e) = self.sync(source, false, None) {
+                // A broken config is tried again at every poll; say so once, not every time.
+                if before.is_some() && before == self.model_error(&source.name) {
+                    tracing::debug!(model = %source.name, "{}", e.message);
+                } else {
+                    tracing::error!(model = %source.name, "{}", e.message);
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(name, record)| {
+                !sources.iter().any(|s| &s.name == *name)
+                    && record.versions.values().any(|v| v.loaded.is_some())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            tracing::info!(model = %name, "model removed from the repository: unloading");
+            let _ = self.unload(&name);
+        }
+        Ok(())
+    }
+
+    /// Loads (or reloads) the model `name` from the sources, with `config` in place of its own
+    /// config file when given. Errors: the model is not in the sources (not found), or a
+    /// version failed to load (whatever was serving keeps serving). Blocking.
+    pub fn load(&self, name: &str, config: Option<&ModelConfig>) -> Result<(), Error> {
+        let config = config.map(|config| repository::LoadedConfig {
+            config: config.clone(),
+            source: repository::ConfigSource::Default,
+            declared: None,
+            warnings: Vec::new(),
+        });
+        self.load_with(name, config.as_ref())
+    }
+
+    fn load_with(
+        &self,
+        name: &str,
+        config: Option<&repository::LoadedConfig>,
+    ) -> Result<(), Error> {
+        let sources = self
+            .sources()
+            .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))?;
+        let source = sources.iter().find(|s| s.name == name).ok_or_else(|| {
+            Error::not_found(format!("model '{name}' is not in the model repository"))
+        })?;
+        self.sync(source, true, config)
+    }
+
+    /// Stops serving every version of `name`; each finishes its in-flight requests, then is
+    /// dropped. Blocking only for the routing change.
+    pub fn unload(&self, name: &str) -> Result<(), Error> {
+        let lock = self.model_lock(name);
+        let _syncing = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let versions: Vec<u64> = {
+            let models = self.read();
+            let record = models
+                .get(name)
+                .ok_or_else(|| Error::not_found(format!("model '{name}' not found")))?;
+            record.versions.keys().copied().collect()
+        };
+        for version in versions {
+            self.retire(name, version);
+            self.update(name, version, |r| {
+                if r.state == VersionState::Failed {
+                    r.state = VersionState::End;
+                }
+            });
+        }
+        if let Some(record) = self.write().get_mut(name) {
+            record.labels.clear();
+        }
+        tracing::info!(model = %name, "model unloaded");
+        Ok(())
+    }
+
+    /// The repository API's load: like [`ModelManager::load`], with `config` (Triton's
+    /// `parameters.config`: a JSON object, either Triton's model configuration or the keys of
+    /// `config.toml`) in place of the model's config file. Refused unless the control mode is
+    /// `explicit`. Blocking.
+    pub fn api_load(&self, name: &str, config: Option<&str>) -> Result<(), Error> {
+        self.check_control()?;
+        let config = config
+            .map(|text| loader::override_config(name, text))
+            .transpose()?;
+        self.load_with(name, config.as_ref())
+    }
+
+    /// The repository API's unload; refused unless the control mode is `explicit`.
+    pub fn api_unload(&self, name: &str) -> Result<(), Error> {
+        self.check_control()?;
+        self.unload(name)
+    }
+
+    fn check_control(&self) -> Result<(), Error> {
+        if self.options.model_control_api {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "explicit model load / unload is not allowed: start the server with --model-control-mode explicit",
+            ))
+        }
+    }
+
+    /// Waits until every retired version has been dropped (its memory returned).
+    pub fn wait_retired(&self) {
+        let pending =
+            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(PoisonError::into_inner));
+        for dropped in pending {
+            dropped.wait();
+        }
+    }
+
+    /// Brings one model in line with its source: the versions its policy wants are loaded (or
+    /// reloaded when their config or file changed; with `force`, also those that failed
+    /// before), the others retired, and its labels updated.
+    fn sync(
+        &self,
+        source: &ModelSource,
+        force: bool,
+        config_override: Option<&repository::LoadedConfig>,
+    ) -> Result<(), Error> {
+        let name = source.name.as_str();
+        let lock = self.model_lock(name);
+        let _syncing = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        quiver_telemetry::lifecycle::register_model(name);
+        self.write().entry(name.to_owned()).or_default();
+
+        let mut loaded_config = match config_override {
+            Some(config) => config.clone(),
+            None => match repository::load_model_config(&source.dir) {
+                Ok(config) => config,
+                Err(e) => {
+                    let message = e.to_string();
+                    self.config_failed(name, &source.dir, &message);
+                    return Err(Error::invalid(format!(
+                        "model '{name}' cannot be loaded: {message}"
+                    )));
+                }
+            },
+        };
+        if let Some(policy) = &source.version_policy {
+            loaded_config.config.version_policy = policy.clone();
+        }
+        if let Some(labels) = &source.labels {
+            loaded_config.config.labels = labels.clone();
+        }
+        let config = &loaded_config.config;
+        let (versions, skipped) = repository::scan_model(&source.dir);
+        for skipped in &skipped {
+            tracing::debug!(path = %skipped.path.display(), reason = %skipped.reason, "skipped version entry");
+        }
+        let on_disk: Vec<(u64, u64)> = versions
+            .iter()
+            .map(|v| (v.version, fingerprint::fingerprint(config, &source.dir, v)))
+            .collect();
+        let numbers: Vec<u64> = on_disk.iter().map(|(v, _)| *v).collect();
+        let wanted = config.version_policy.select(&numbers);
+        if on_disk.is_empty() {
+            tracing::warn!(model = %name, path = %source.dir.display(), "model has no versions; nothing to serve");
+        }
+        let current: BTreeMap<u64, Current> = self
+            .read()
+            .get(name)
+            .map(|record| {
+                record
+                    .versions
+                    .iter()
+                    .map(|(&version, r)| {
+                        let now = Current {
+                            state: r.state,
+                            fingerprint: r.fingerprint,
+                            serving: r.loaded.is_some(),
+                        };
+                        (version, now)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let actions = plan::plan(
+            &current,
+            &Wanted {
+                on_disk: &on_disk,
+                wanted: &wanted,
+                force,
+                unload_first: config.lifecycle.rollover == Rollover::UnloadFirst,
+            },
+        );
+
+        let mut failures = Vec::new();
+        for action in actions {
+            match action {
+                Action::Unload(version) => {
+                    if let Some(dropped) = self.retire(name, version) {
+                        dropped.wait();
+                    }
+                }
+                Action::Load {
+                    version,
+                    fingerprint,
+                } => {
+                    let Some(dir) = versions.iter().find(|v| v.version == version) else {
+                        continue;
+                    };
+                    if let Err(reason) =
+                        self.load_version(name, &source.dir, dir, &loaded_config, fingerprint)
+                    {
+                        failures.push(format!("version {version}: {reason}"));
+                    }
+                }
+                Action::Retire {
+                    version,
+                    once_replaced,
+                } => {
+                    let replaced = || self.serving(name).iter().any(|v| wanted.contains(v));
+                    if !once_replaced || replaced() {
+                        tracing::info!(model = %name, version, "retiring version");
+                        self.retire(name, version);
+                    }
+                }
+            }
+        }
+        self.update_labels(name, &config.labels);
+        if let Some(record) = self.write().get_mut(name) {
+            record.error = None;
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "failed to load model '{name}': {}",
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// A model whose config cannot be used: the versions serving keep serving (with the reason
+    /// shown), and the version that would be loaded by default shows as failed with it.
+    fn config_failed(&self, name: &str, dir: &Path, message: &str) {
+        let (versions, _) = repository::scan_model(dir);
+        let on_disk: Vec<u64> = versions.iter().map(|v| v.version).collect();
+        let latest = VersionPolicy::default().select(&on_disk);
+        let error = LoadError::Config(message.to_owned());
+        for version in latest.iter().chain(&self.serving(name)) {
+            self.update(name, *version, |r| r.fail(error.clone()));
+        }
+        if let Some(record) = self.write().get_mut(name) {
+            record.error = Some(error);
+        }
+    }
+
+    /// Loads one version and swaps it in; the one it replaces (a reload) is retired.
+    fn load_version(
+        &self,
+        name: &str,
+        model_dir: &Path,
+        version: &repository::VersionDir,
+        loaded_config: &repository::LoadedConfig,
+        print: u64,
+    ) -> Result<(), LoadError> {
+        let number = version.version;
+        for warning in &loaded_config.warnings {
+            tracing::warn!(model = %name, version = number, "{warning}");
+        }
+        self.update(name, number, |r| {
+            if r.loaded.is_none() {
+                r.state = VersionState::Loading;
+                r.error = None;
+            }
+        });
+        let started = Instant::now();
+        let result = self.build(name, model_dir, version, loaded_config);
+        quiver_telemetry::lifecycle::record_load(
+            name,
+            number,
+            started.elapsed(),
+            result.as_ref().err().map(LoadError::reason),
+        );
+        match result {
+            Ok((loaded, why)) => {
+                tracing::info!(model = %name, version = number, engine = loaded.engine(),
+                    why = %why, seconds = started.elapsed().as_secs_f64(), "model version available");
+                let mut old = None;
+                self.update(name, number, |r| {
+                    old = r.loaded.replace(Arc::new(loaded));
+                    r.state = VersionState::Available;
+                    r.dropped = None;
+                    r.error = None;
+                    r.fingerprint = print;
+                });
+                if let Some(old) = old {
+                    self.retire_when_idle(name, number, &old, false);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(model = %name, version = number, reason = error.reason(),
+                    error = %error, "model version failed to load");
+                self.update(name, number, |r| {
+                    r.fingerprint = print;
+                    r.fail(error.clone());
+                });
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes a version out of routing; it is dropped once its in-flight requests end, and then
+    /// shows as `End`. The returned flag is raised once it has been dropped.
+    fn retire(&self, name: &str, version: u64) -> Option<Dropped> {
+        let mut taken = None;
+        self.update(name, version, |r| {
+            if let Some(loaded) = r.loaded.take() {
+                r.state = VersionState::Unloading;
+                taken = Some(loaded);
+            }
+        });
+        let loaded = taken?;
+        let dropped = self.retire_when_idle(name, version, &loaded, true);
+        self.update(name, version, |r| r.dropped = Some(dropped.clone()));
+        Some(dropped)
+    }
+
+    /// Has `loaded` (already out of the routing table) finish retiring when the last request
+    /// holding it lets go; `leaves`: the version leaves, rather than being replaced by a reload
+    /// of itself. The caller's reference must be its last use of the version.
+    fn retire_when_idle(
+        &self,
+        name: &str,
+        version: u64,
+        loaded: &crate::LoadedVersion,
+        leaves: bool,
+    ) -> Dropped {
+        let dropped = Dropped::default();
+        loaded.retire_on_drop(Retirement::new(name, version, leaves, dropped.clone()));
+        let mut retiring = self.retiring.lock().unwrap_or_else(PoisonError::into_inner);
+        retiring.retain(|d| !d.is_raised());
+        retiring.push(dropped.clone());
+        dropped
+    }
+
+    fn update_labels(&self, name: &str, configured: &BTreeMap<String, u64>) {
+        let mut models = self.write();
+        let Some(record) = models.get_mut(name) else {
+            return;
+        };
+        let available = record.serving();
+        record
+            .labels
+            .retain(|label, _| configured.contains_key(label));
+        for (label, &version) in configured {
+            if self.options.allow_unavailable_labels || available.contains(&version) {
+                record.labels.insert(label.clone(), version);
+            } else if record.labels.get(label) != Some(&version) {
+                tracing::warn!(model = %name, %label, version,
+                    "label not moved: version {version} is not available (it keeps its old version, if any)");
+            }
+        }
+    }
+
+    fn model_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        Arc::clone(
+            self.syncing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_default(),
+        )
+    }
+}
