@@ -1,6 +1,8 @@
 //! The model manager over a real engine (tract) and the fixture repository: retirement waits
 //! for the requests holding a version, and load failures say what kind they are.
 
+#![allow(clippy::unwrap_used)] // a test may panic
+
 use std::sync::Arc;
 
 use quiver_core::{Engines, ManagerOptions, ModelManager, Sources, VersionSelector, VersionState};

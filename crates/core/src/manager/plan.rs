@@ -71,10 +71,10 @@ pub(crate) fn plan(current: &BTreeMap<u64, Current>, wanted: &Wanted<'_>) -> Vec
     if wanted.unload_first && !loads.is_empty() {
         // Memory-bound hosts: nothing new is loaded while an old version holds memory.
         let replaced = loads.iter().filter_map(|load| match load {
-            Action::Load { version, .. } if current.get(version).is_some_and(|c| c.serving) => {
-                Some(*version)
+            Action::Load { version, .. } => {
+                Some(*version).filter(|v| current.get(v).is_some_and(|c| c.serving))
             }
-            _ => None,
+            Action::Unload(_) | Action::Retire { .. } => None,
         });
         actions.extend(unwanted.chain(replaced).map(Action::Unload));
         actions.extend(loads);
