@@ -15,7 +15,7 @@
 //! }
 //! ```
 //!
-//! Parsed against TF Serving's schema (crates/grpc/proto/tensorflow_serving/config), so
+//! Parsed against TF Serving's schema (the workspace's proto/tensorflow_serving/config), so
 //! unknown fields and syntax errors are errors, as in TF Serving.
 
 use std::collections::BTreeMap;

@@ -1,9 +1,10 @@
 //! Triton's `REPO/NAME/config.pbtxt` (protobuf text format of `inference.ModelConfig`), read
 //! into Quiver's [`ModelConfig`] so a Triton repository of ONNX models serves unchanged.
 //!
-//! The text is parsed against Triton's whole schema (`proto/inference/model_config.proto`), so
-//! what Triton rejects (a syntax error, a field that does not exist, a bad enum value) is an
-//! error here too, and every valid field is accepted. Quiver acts on:
+//! The text is parsed against Triton's whole schema (the workspace's
+//! `proto/inference/model_config.proto`), so what Triton rejects (a syntax error, a field that
+//! does not exist, a bad enum value) is an error here too, and every valid field is accepted.
+//! Quiver acts on:
 //!
 //! | config.pbtxt | Quiver |
 //! |---|---|
