@@ -314,7 +314,7 @@ fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
                     .collect(),
                 max_queue_delay_microseconds: u64::try_from(policy.max_queue_delay.as_micros())
                     .unwrap_or(u64::MAX),
-                preserve_ordering: false,
+                ..pb::ModelDynamicBatching::default()
             })
         }),
         input: signature
@@ -324,7 +324,7 @@ fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
                 name: s.name.clone(),
                 data_type: config_type(s.dtype).into(),
                 dims: dims(&s.shape),
-                optional: false,
+                ..pb::ModelInput::default()
             })
             .collect(),
         output: signature
@@ -334,13 +334,14 @@ fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
                 name: s.name.clone(),
                 data_type: config_type(s.dtype).into(),
                 dims: dims(&s.shape),
-                label_filename: String::new(),
+                ..pb::ModelOutput::default()
             })
             .collect(),
         instance_group: vec![pb::ModelInstanceGroup {
             name: loaded.name().to_owned(),
             count: int32(loaded.instances()),
             kind: pb::model_instance_group::Kind::Cpu.into(),
+            ..pb::ModelInstanceGroup::default()
         }],
         ..pb::ModelConfig::default()
     }

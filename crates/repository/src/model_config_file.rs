@@ -15,7 +15,7 @@
 //! }
 //! ```
 //!
-//! Parsed against TF Serving's schema (crates/grpc/proto/tensorflow_serving/config), so
+//! Parsed against TF Serving's schema (the workspace's proto/tensorflow_serving/config), so
 //! unknown fields and syntax errors are errors, as in TF Serving.
 
 use std::collections::BTreeMap;
@@ -24,8 +24,10 @@ use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MapKey};
 
-use crate::config::{ConfigError, VersionPolicy, check_label, read_if_present};
+use crate::files::read_if_present;
 use crate::textproto::{self, ZeroLatest, as_int, field, list, message, string, warn_unused};
+use crate::types::layout::{check_label, check_model_name};
+use crate::types::read::{ConfigError, ServedModel};
 
 static SCHEMA: LazyLock<DescriptorPool> = LazyLock::new(|| {
     textproto::pool(include_bytes!(concat!(
@@ -33,26 +35,6 @@ static SCHEMA: LazyLock<DescriptorPool> = LazyLock::new(|| {
         "/tf_serving_model_server_config.bin"
     )))
 });
-
-/// One `model_config_list.config` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServedModel {
-    /// The model name (checked with [`check_model_name`](crate::check_model_name)).
-    pub name: String,
-    /// The directory holding the version directories; a relative `base_path` is taken from the
-    /// config file's directory by [`read_model_config_file`].
-    pub base_path: PathBuf,
-    /// `model_platform` as written (`None` when empty). Recorded only: whatever it says
-    /// ("tensorflow" in most TF Serving files), Quiver looks for `model.onnx` in the versions.
-    pub platform: Option<String>,
-    /// `model_version_policy`; `None` when unset, which TF Serving reads as the latest version.
-    /// `latest {}` without `num_versions` is the latest 1, as in TF Serving.
-    pub version_policy: Option<VersionPolicy>,
-    /// `version_labels`: label -> version.
-    pub labels: BTreeMap<String, u64>,
-    /// One line per set field Quiver does not act on (`logging_config`, `model_type`).
-    pub warnings: Vec<String>,
-}
 
 /// Parses the text of a model config file: the `model_config_list` entries, in file order.
 /// A `base_path` is returned as written. Errors name the entry and the field, and the line for
@@ -118,7 +100,7 @@ fn served_model(entry: &DynamicMessage, i: usize) -> Result<ServedModel, String>
     let path = format!("model_config_list.config[{i}]");
     let name = string(entry, "name").ok_or_else(|| format!("{path}.name: not set"))?;
     let path = format!("{path} (\"{name}\")");
-    crate::check_model_name(name).map_err(|e| format!("{path}.name: {e}"))?;
+    check_model_name(name).map_err(|e| format!("{path}.name: {e}"))?;
     let base_path =
         string(entry, "base_path").ok_or_else(|| format!("{path}.base_path: not set"))?;
     if base_path.contains("://") {
@@ -178,6 +160,7 @@ fn served_model(entry: &DynamicMessage, i: usize) -> Result<ServedModel, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::config::VersionPolicy;
     use std::fs;
 
     const TWO_MODELS: &str = r#"

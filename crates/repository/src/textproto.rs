@@ -6,7 +6,7 @@
 use miette::Diagnostic;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value};
 
-use crate::config::VersionPolicy;
+use crate::types::config::VersionPolicy;
 
 /// Decodes a descriptor set written by build.rs.
 pub(crate) fn pool(encoded: &[u8]) -> DescriptorPool {

@@ -1,9 +1,10 @@
 //! Triton's `REPO/NAME/config.pbtxt` (protobuf text format of `inference.ModelConfig`), read
 //! into Quiver's [`ModelConfig`] so a Triton repository of ONNX models serves unchanged.
 //!
-//! The text is parsed against Triton's whole schema (`proto/inference/model_config.proto`), so
-//! what Triton rejects (a syntax error, a field that does not exist, a bad enum value) is an
-//! error here too, and every valid field is accepted. Quiver acts on:
+//! The text is parsed against Triton's whole schema (the workspace's
+//! `proto/inference/model_config.proto`), so what Triton rejects (a syntax error, a field that
+//! does not exist, a bad enum value) is an error here too, and every valid field is accepted.
+//! Quiver acts on:
 //!
 //! | config.pbtxt | Quiver |
 //! |---|---|
@@ -25,20 +26,19 @@ use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, DynamicMessage};
 
-use crate::config::{BatchingConfig, ModelConfig};
 use crate::textproto::{
     self, ZeroLatest, enum_name, field, int, list, message, string, warn_unused,
 };
-
-/// Triton's config file name in a model directory.
-pub const TRITON_CONFIG_FILE: &str = "config.pbtxt";
+use crate::types::config::{BatchingConfig, ModelConfig};
+use crate::types::layout::MODEL_FILE;
+use crate::types::read::{DeclaredTensor, TritonConfig};
 
 /// The ONNX Runtime `platform` and `backend` names: the only models Quiver serves.
 const ONNX_PLATFORM: &str = "onnxruntime_onnx";
 const ONNX_BACKEND: &str = "onnxruntime";
 
 /// The model file Quiver loads, for `default_model_filename`.
-const ONNX_FILE: &str = crate::MODEL_FILE;
+const ONNX_FILE: &str = MODEL_FILE;
 
 static SCHEMA: LazyLock<DescriptorPool> = LazyLock::new(|| {
     textproto::pool(include_bytes!(concat!(
@@ -46,57 +46,6 @@ static SCHEMA: LazyLock<DescriptorPool> = LazyLock::new(|| {
         "/triton_model_config.bin"
     )))
 });
-
-/// What a `config.pbtxt` says, in Quiver's terms.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TritonConfig {
-    /// The settings Quiver acts on. `batching.max_batch_size` is always set: to the declared
-    /// `max_batch_size` when `dynamic_batching` is present, else to 0, because without
-    /// `dynamic_batching` Triton runs each request on its own however large `max_batch_size`
-    /// is. With `dynamic_batching`, `max_queue_delay_us` is always set too (Triton's default
-    /// delay is 0); the other batching keys only when the pbtxt sets them, unset ones coming
-    /// from the server-wide flags. `engine` is left unset (the server's `--engine`).
-    pub config: ModelConfig,
-    /// The `name` field; when set, Triton requires it to equal the model directory's name
-    /// (checked by [`load_model_config`](crate::load_model_config), not here).
-    pub name: Option<String>,
-    /// `platform`, or `backend` when `platform` is unset: always an ONNX Runtime one.
-    pub platform: Option<String>,
-    /// `max_batch_size` as declared, whether or not requests are batched dynamically. When
-    /// above 0 the model takes a leading batch dimension that `dims` leave out.
-    pub max_batch_size: u64,
-    /// The `input` tensors, in file order.
-    pub inputs: Vec<DeclaredTensor>,
-    /// The `output` tensors, in file order.
-    pub outputs: Vec<DeclaredTensor>,
-    /// One line per set field Quiver does not act on, naming it, e.g.
-    /// `optimization: not used by Quiver`.
-    pub warnings: Vec<String>,
-}
-
-/// An input or output tensor as `config.pbtxt` declares it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeclaredTensor {
-    /// The tensor name.
-    pub name: String,
-    /// The KServe V2 datatype: `FP32` for `TYPE_FP32`, `BYTES` for `TYPE_STRING`, and so on.
-    pub dtype: String,
-    /// The dimensions as written: -1 for a variable one, and without the batch dimension when
-    /// the model's `max_batch_size` is above 0.
-    pub dims: Vec<i64>,
-}
-
-/// The tensors a `config.pbtxt` declares, for checking them against the model's own signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeclaredSignature {
-    /// `max_batch_size` as declared (see [`TritonConfig::max_batch_size`]): above 0, the dims
-    /// leave out the leading batch dimension.
-    pub max_batch_size: u64,
-    /// The `input` tensors.
-    pub inputs: Vec<DeclaredTensor>,
-    /// The `output` tensors.
-    pub outputs: Vec<DeclaredTensor>,
-}
 
 /// Parses the text of a `config.pbtxt`. Errors name the field, and the line for syntax errors
 /// and unknown fields; set fields Quiver does not use are [`TritonConfig::warnings`].
@@ -336,7 +285,7 @@ fn v2_datatype(triton: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::VersionPolicy;
+    use crate::types::config::VersionPolicy;
 
     const REALISTIC: &str = r#"
 name: "densenet_onnx"

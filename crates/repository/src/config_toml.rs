@@ -1,0 +1,163 @@
+//! Reads a model's `config.toml` into the [`ModelConfig`] types. Unknown keys are errors (a
+//! misspelt key would otherwise be ignored without a word), and every error names the key.
+
+use std::path::Path;
+
+use crate::files::read_if_present;
+use crate::types::config::{ModelConfig, VersionPolicy};
+use crate::types::layout::{CONFIG_FILE, check_label};
+use crate::types::read::ConfigError;
+
+/// `model_dir/config.toml`, if there is one.
+pub(crate) fn load_toml(model_dir: &Path) -> Result<Option<ModelConfig>, ConfigError> {
+    let path = model_dir.join(CONFIG_FILE);
+    let Some(text) = read_if_present(&path)? else {
+        return Ok(None);
+    };
+    let mut config = parse_config(&text).map_err(|message| ConfigError::Invalid {
+        path: path.clone(),
+        message,
+    })?;
+    if let Some(saved) = &mut config.engine_options.optimized_model_path
+        && saved.is_relative()
+    {
+        *saved = model_dir.join(&saved);
+    }
+    Ok(Some(config))
+}
+
+/// Parses the text of a `config.toml`; the error names the key and what was expected.
+pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
+    let config: ModelConfig = toml::from_str(text).map_err(|e| {
+        // toml's message spans several lines with a caret under the culprit; one line reads
+        // better in a status message, and the key and reason are all in the last line.
+        e.message().trim().to_owned()
+            + &e.span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default()
+    })?;
+    for (key, value) in [
+        ("intra_op_threads", config.engine_options.intra_op_threads),
+        ("inter_op_threads", config.engine_options.inter_op_threads),
+    ] {
+        if value == Some(0) {
+            return Err(format!(
+                "engine_options.{key}: expected a positive number of threads, got 0"
+            ));
+        }
+    }
+    let batching = &config.batching;
+    for (key, value) in [
+        ("max_queue_size", batching.max_queue_size),
+        ("instances", batching.instances),
+    ] {
+        if value == Some(0) {
+            return Err(format!("batching.{key}: expected a positive number, got 0"));
+        }
+    }
+    if let Some(preferred) = &batching.preferred_batch_sizes {
+        let max = batching.max_batch_size.unwrap_or(usize::MAX);
+        if let Some(bad) = preferred.iter().find(|&&p| p == 0 || p > max) {
+            return Err(format!(
+                "batching.preferred_batch_sizes: {bad} is not between 1 and max_batch_size ({max})"
+            ));
+        }
+    }
+    if let VersionPolicy::Latest(0) = config.version_policy {
+        return Err("version_policy.latest: expected at least 1 version, got 0".into());
+    }
+    if let Some((label, _)) = config.labels.iter().find(|(_, v)| **v == 0) {
+        return Err(format!(
+            "labels.{label}: versions are positive integers, got 0"
+        ));
+    }
+    if let Some(label) = config.labels.keys().find(|l| check_label(l).is_err()) {
+        return Err(format!(
+            "labels: '{label}' is not a label (letters, digits, '_', '-', '.')"
+        ));
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::config::{EngineChoice, Rollover, Warmup};
+    use quiver_engine_api::OptimizationLevel;
+
+    #[test]
+    fn everything_is_optional() {
+        assert_eq!(parse_config("").unwrap(), ModelConfig::default());
+    }
+
+    #[test]
+    fn reads_engine_and_options() {
+        let c = parse_config(
+            "engine = \"onnxruntime\"\n[engine_options]\nintra_op_threads = 2\n\
+             graph_optimization_level = \"basic\"\noptimized_model_path = \"o.onnx\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.engine, Some(EngineChoice::Onnxruntime));
+        assert_eq!(c.engine_options.intra_op_threads, Some(2));
+        assert_eq!(
+            c.engine_options.graph_optimization_level,
+            Some(OptimizationLevel::Basic)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse_config("engine = \"cuda\"").unwrap_err();
+        assert!(e.contains("cuda") && e.contains("onnxruntime"), "{e}");
+        let e = parse_config("engin = \"tract\"").unwrap_err();
+        assert!(e.contains("engin"), "{e}");
+        let e = parse_config("[engine_options]\nintra_op_threads = -1").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse_config("[engine_options]\ninter_op_threads = 0").unwrap_err();
+        assert!(e.contains("engine_options.inter_op_threads"), "{e}");
+        let e = parse_config("[engine_options]\ngraph_optimization_level = \"max\"").unwrap_err();
+        assert!(e.contains("max"), "{e}");
+        let e = parse_config("[batching]\nmax_batch_size = 8\npreferred_batch_sizes = [4, 16]")
+            .unwrap_err();
+        assert!(e.contains("batching.preferred_batch_sizes: 16"), "{e}");
+        let e = parse_config("[batching]\ninstances = 0").unwrap_err();
+        assert!(e.contains("batching.instances"), "{e}");
+        let c = parse_config("[batching]\nmax_batch_size = 64\nmax_queue_delay_us = 500").unwrap();
+        assert_eq!(c.batching.max_batch_size, Some(64));
+    }
+
+    #[test]
+    fn version_policies_and_labels() {
+        let c = parse_config("version_policy = \"all\"").unwrap();
+        assert_eq!(c.version_policy, VersionPolicy::All);
+        let c = parse_config("version_policy = { latest = 2 }").unwrap();
+        assert_eq!(c.version_policy.select(&[1, 2, 5]), vec![2, 5]);
+        let c = parse_config("version_policy = { specific = [1, 3] }").unwrap();
+        assert_eq!(c.version_policy.select(&[1, 2, 5]), vec![1]);
+        assert_eq!(VersionPolicy::default().select(&[]), Vec::<u64>::new());
+        assert!(
+            parse_config("version_policy = { latest = 0 }")
+                .unwrap_err()
+                .contains("version_policy.latest")
+        );
+        let c = parse_config("[labels]\nstable = 1\ncanary = 2\n").unwrap();
+        assert_eq!(c.labels["canary"], 2);
+        assert!(
+            parse_config("[labels]\nstable = 0")
+                .unwrap_err()
+                .contains("labels.stable")
+        );
+        assert!(
+            parse_config("[labels]\n\"a b\" = 1")
+                .unwrap_err()
+                .contains("a b")
+        );
+        let c =
+            parse_config("[lifecycle]\nrollover = \"unload_first\"\nwarmup = \"none\"").unwrap();
+        assert_eq!(c.lifecycle.rollover, Rollover::UnloadFirst);
+        assert_eq!(c.lifecycle.warmup, Warmup::None);
+    }
+}

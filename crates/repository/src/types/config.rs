@@ -1,0 +1,240 @@
+//! A model's `config.toml` as types: its top-level keys and tables (the `[inputs]` and
+//! `[outputs]` processing tables are in [`super::processing`]). Every key is optional; what is
+//! left out comes from the server-wide flags or from the model file itself. The reader is
+//! `crate::config_toml`; Triton's `config.pbtxt` (`crate::triton`) fills the same types.
+//!
+//! ```toml
+//! engine = "onnxruntime"           # auto | onnxruntime | tract
+//!
+//! [engine_options]
+//! intra_op_threads = 2             # default: the engine's shared pool (one thread per core)
+//! inter_op_threads = 1
+//! graph_optimization_level = "all" # disable | basic | extended | all
+//! optimized_model_path = "optimized.onnx"  # relative to the model directory
+//!
+//! [batching]
+//! max_batch_size = 64              # 0 = the model does not batch
+//! max_queue_delay_us = 500
+//! preferred_batch_sizes = [16, 32]
+//! max_queue_size = 1024
+//! default_timeout_ms = 10000       # 0 = no deadline unless the request sets one
+//! instances = 1
+//! pad_inputs = { input_ids = 0, attention_mask = 0 }   # text: pad to the longest in a batch
+//!
+//! version_policy = { latest = 1 }  # default; or "all", or { specific = [1, 3] }
+//!
+//! [labels]                         # names for versions: /v1/models/NAME/labels/stable
+//! stable = 1
+//! canary = 2
+//!
+//! [lifecycle]
+//! rollover = "load_first"          # or "unload_first" (memory-bound hosts)
+//! warmup = "auto"                  # warmup/ samples, else synthesised; or "samples" / "none"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use quiver_engine_api::OptimizationLevel;
+use serde::Deserialize;
+
+use super::processing::{DEFAULT_TOKENIZER, InputProcessing, OutputProcessing};
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// ONNX Runtime when its library is loaded, tract otherwise.
+    #[default]
+    Auto,
+    /// ONNX Runtime; the model fails to load when the library is missing.
+    Onnxruntime,
+    /// tract, the pure-Rust engine.
+    Tract,
+}
+
+impl EngineChoice {
+    /// Every choice, in the order the docs list them.
+    pub const ALL: [EngineChoice; 3] = [Self::Auto, Self::Onnxruntime, Self::Tract];
+
+    /// The name used in flags and config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Onnxruntime => "onnxruntime",
+            Self::Tract => "tract",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("'{s}' is not one of auto, onnxruntime, tract"))
+    }
+}
+
+/// A model's `config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Which engine runs the model; default: the server's `--engine`.
+    pub engine: Option<EngineChoice>,
+    /// Engine settings; each unset one comes from the server-wide flag.
+    #[serde(default)]
+    pub engine_options: EngineOptionsConfig,
+    /// Dynamic batching; each unset key comes from the server-wide flag.
+    #[serde(default)]
+    pub batching: BatchingConfig,
+    /// Which versions of the model are served.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Names for versions (`stable`, `canary`, ...), served by `/v1/models/NAME/labels/L`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, u64>,
+    /// How versions come and go.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+    /// Pre-processing, per input (`[inputs.NAME.image]`, `[inputs.NAME.text]`).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputProcessing>,
+    /// Post-processing, per output (`[outputs.NAME]`).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputProcessing>,
+}
+
+impl ModelConfig {
+    /// The files beside the model that its processing reads (tokenizers, label files), relative
+    /// to the model directory: a change to one of them changes what a load builds.
+    pub fn processing_files(&self) -> Vec<PathBuf> {
+        let tokenizers = self.inputs.values().filter_map(|input| {
+            input.text.as_ref().map(|text| {
+                text.tokenizer
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKENIZER))
+            })
+        });
+        let labels = self
+            .outputs
+            .values()
+            .filter_map(|output| output.labels.clone());
+        tokenizers.chain(labels).collect()
+    }
+}
+
+/// Which of a model's versions are served (TF Serving's `model_version_policy`, Triton's
+/// `version_policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum VersionPolicy {
+    /// The highest `n` versions.
+    Latest(usize),
+    /// Every version.
+    All,
+    /// Exactly these versions (those that exist).
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions among `available` (ascending) that the policy serves, ascending.
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        match self {
+            VersionPolicy::Latest(n) => available[available.len().saturating_sub(*n)..].to_vec(),
+            VersionPolicy::All => available.to_vec(),
+            VersionPolicy::Specific(wanted) => available
+                .iter()
+                .copied()
+                .filter(|v| wanted.contains(v))
+                .collect(),
+        }
+    }
+}
+
+/// The `[lifecycle]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Order of a version swap; default: load the new version first.
+    #[serde(default)]
+    pub rollover: Rollover,
+    /// Requests run before a version takes traffic; default: `auto`.
+    #[serde(default)]
+    pub warmup: Warmup,
+}
+
+/// Order of a version swap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollover {
+    /// Load and warm the new version, then retire the old: no gap, both in memory for a moment.
+    #[default]
+    LoadFirst,
+    /// Retire the old version, then load the new: never two in memory, a gap in between.
+    UnloadFirst,
+}
+
+/// Warm-up requests run before a version is marked available.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Warmup {
+    /// The samples in the version's `warmup/` directory; without them, one request synthesised
+    /// from the signature.
+    #[default]
+    Auto,
+    /// Only the samples in `warmup/`; none when there are none.
+    Samples,
+    /// No warm-up.
+    None,
+}
+
+/// The `[batching]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most rows in one engine call; 0: the model does not batch.
+    pub max_batch_size: Option<usize>,
+    /// Longest wait, in microseconds, for a batch to fill after its first request.
+    pub max_queue_delay_us: Option<u64>,
+    /// Batch sizes at which a batch closes at once.
+    pub preferred_batch_sizes: Option<Vec<usize>>,
+    /// Most requests waiting; more get "overloaded" (HTTP 429).
+    pub max_queue_size: Option<usize>,
+    /// Deadline, in milliseconds, of requests that set none; 0: none.
+    pub default_timeout_ms: Option<u64>,
+    /// Engine instances (each a session on its own thread).
+    pub instances: Option<usize>,
+    /// Inputs whose lengths (dimensions after the batch dimension) may differ between requests
+    /// of one batch, each with the value it is padded with to the longest; outputs are cut back
+    /// to each request's lengths. Default: none (requests of other lengths batch separately).
+    pub pad_inputs: Option<BTreeMap<String, i64>>,
+}
+
+/// The `[engine_options]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineOptionsConfig {
+    /// Threads within an operator; set, the model gets a thread pool of its own.
+    pub intra_op_threads: Option<usize>,
+    /// Threads running independent operators in parallel.
+    pub inter_op_threads: Option<usize>,
+    /// Graph optimisation at load time.
+    pub graph_optimization_level: Option<OptimizationLevel>,
+    /// Where to save the optimised model; a relative path is taken from the model directory.
+    pub optimized_model_path: Option<PathBuf>,
+}
