@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -21,14 +22,15 @@ GRPC_READY = "gRPC API listening on "
 
 
 class Server:
-    def __init__(self, repository, *args, onnxruntime=False):
-        """`repository` None leaves --model-repository out (for --model-config-file)."""
+    def __init__(self, repository, *args, onnxruntime=False, env=None):
+        """`repository` None leaves --model-repository out (for --model-config-file); `env`
+        adds to the environment the server inherits."""
         binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
         if not os.path.exists(binary):
             pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
         command = [binary, "serve", "--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0",
                    *([] if repository is None else ["--model-repository", str(repository)]), *args]
-        env = dict(os.environ, NO_COLOR="1")
+        env = dict(os.environ, NO_COLOR="1", **(env or {}))
         if not onnxruntime:
             env.pop("QUIVER_ONNXRUNTIME_LIB", None)
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -63,6 +65,35 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def wait_until(predicate, what, timeout=15.0, every=0.05):
+    """Polls `predicate` until it returns something true, and returns that; fails the test
+    naming `what` (or what `what()` returns then) after `timeout` seconds. For waiting on a
+    condition instead of sleeping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
+        time.sleep(every)
+
+
+# QUIVER_LOG for a server whose test counts its repository polls (see wait_for_polls).
+POLL_LOG = {"QUIVER_LOG": "info,ort=warn,quiver::poll=debug"}
+
+
+def wait_for_polls(server, n, timeout=15.0):
+    """Waits until a server started with env=POLL_LOG has run `n` whole polls of its repository
+    since the call, so that anything changed before the call has been seen `n` times. (n + 1
+    polls end: the first may have begun before the call.)"""
+    def polls():
+        return sum("repository polled" in line for line in list(server.log))
+
+    target = polls() + n + 1
+    wait_until(lambda: polls() >= target, f"{n} repository polls", timeout=timeout)
 
 
 def half_plus_model(n):

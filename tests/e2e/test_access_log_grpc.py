@@ -1,8 +1,6 @@
 """Request ids, access lines and metrics for KServe V2 gRPC calls (the HTTP side is tested in
-crates/quiver/tests/observability.rs): the id a client sends comes back as response metadata and
+crates/quiver/tests/e2e/observability.rs): the id a client sends comes back as response metadata and
 appears in the call's log lines; the exposition counts the calls under protocol="kserve_grpc"."""
-import time
-
 import grpc
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from conftest import ROOT, Server
+from conftest import ROOT, Server, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +20,10 @@ def server():
 
 
 def log_line(server, needle):
-    for _ in range(100):
-        for line in list(server.log):
-            if needle in line and "quiver::access" in line:
-                return line
-        time.sleep(0.05)
-    pytest.fail(f"no access line with {needle}:\n" + "".join(server.log))
+    """The first access line holding `needle`, once the server's log writer has written it."""
+    return wait_until(lambda: next((line for line in list(server.log)
+                                    if needle in line and "quiver::access" in line), None),
+                      lambda: f"an access line with {needle}:\n" + "".join(server.log), timeout=5)
 
 
 def test_grpc_calls_carry_request_ids_into_logs_and_metrics(server):

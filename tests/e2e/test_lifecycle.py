@@ -21,7 +21,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURE_MODELS, ROOT, Server, half_plus_model
+from conftest import FIXTURE_MODELS, POLL_LOG, ROOT, Server, half_plus_model, wait_for_polls, wait_until
 
 X = [0.0, 2.0, 4.0]  # version N answers [N, N + 1, N + 2]
 
@@ -36,8 +36,8 @@ def start():
     shows when the test fails)."""
     servers = []
 
-    def start(repository, *args):
-        server = Server(repository, *args)
+    def start(repository, *args, **kwargs):
+        server = Server(repository, *args, **kwargs)
         servers.append(server)
         return server
 
@@ -192,17 +192,6 @@ def v2_version_ready(server, name, version):
     return requests.get(f"{server.url}/v2/models/{name}/versions/{version}/ready", timeout=30).status_code
 
 
-def wait_until(predicate, what, timeout=15.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
 def assert_error(response, status, *fragments):
     assert response.status_code == status, f"{response.status_code}: {response.text}"
     body = response.json()
@@ -339,7 +328,7 @@ def test_label_for_unavailable_version(start, tmp_path, allow):
 def test_label_moves_on_poll_only_to_available_versions(start, tmp_path):
     repo = tmp_path / "repo"
     model(repo, "m", [1, 2], config_toml=LABELS_TOML.replace("canary = 2\n", ""))
-    server = start(repo, "--repository-poll-secs", "0.2")
+    server = start(repo, "--repository-poll-secs", "0.2", env=POLL_LOG)
     assert tf_predict(server, "m", label="stable").json()["predictions"] == [answer(1)]
 
     write_atomic(repo / "m" / "config.toml", LABELS_TOML.replace("stable = 1", "stable = 2"))
@@ -350,7 +339,7 @@ def test_label_moves_on_poll_only_to_available_versions(start, tmp_path):
     # Version 7 does not exist: `stable` stays on 2, a new label naming 7 does not appear.
     write_atomic(repo / "m" / "config.toml", LABELS_TOML.replace("stable = 1", "stable = 7")
                  .replace("canary = 2", "canary = 2\nnew = 7"))
-    time.sleep(1.0)  # five polls
+    wait_for_polls(server, 5)
     assert tf_status(server, "m").json()["version_labels"] == {"stable": "2", "canary": "2"}
     assert tf_predict(server, "m", label="stable").json()["predictions"] == [answer(2)]
     assert_error(tf_predict(server, "m", label="new"), UNKNOWN_LABEL_HTTP)
@@ -373,7 +362,7 @@ def test_moving_a_label_does_not_reload_the_versions(start, tmp_path):
     Serving, where version_labels changes only swap the label map."""
     repo = tmp_path / "repo"
     model(repo, "m", [1, 2], config_toml=LABELS_TOML)
-    server = start(repo, "--repository-poll-secs", "0.2")
+    server = start(repo, "--repository-poll-secs", "0.2", env=POLL_LOG)
 
     def loads():
         return sum("model version available" in line for line in server.log)
@@ -382,7 +371,7 @@ def test_moving_a_label_does_not_reload_the_versions(start, tmp_path):
     write_atomic(repo / "m" / "config.toml", LABELS_TOML.replace("stable = 1", "stable = 2"))
     wait_until(lambda: tf_status(server, "m").json().get("version_labels", {}).get("stable") == "2",
                "stable to move to version 2")
-    time.sleep(0.5)
+    wait_for_polls(server, 2)
     assert loads() == 2, "".join(line for line in server.log if "model version available" in line)
 
 
@@ -547,6 +536,10 @@ def test_load_unload_under_traffic(start, tmp_path):
                 except (requests.RequestException, AssertionError) as e:
                     outcomes.append(repr(e))
 
+    def answered_since(seen, what):
+        # A request sent after the change (one already on its way when it came may end first).
+        wait_until(lambda: len(outcomes) >= seen + 4, what)
+
     threads = [threading.Thread(target=hammer) for _ in range(3)]
     for thread in threads:
         thread.start()
@@ -555,11 +548,11 @@ def test_load_unload_under_traffic(start, tmp_path):
         for cycle in range(8):
             config = json.dumps({"version_policy": {"specific": [1 + cycle % 2]}})
             assert requests.post(f"{url}/load", json={"parameters": {"config": config}}, timeout=60).status_code == 200
-            time.sleep(0.05)
+            answered_since(len(outcomes), "a request to the loaded model")
             assert requests.post(f"{url}/unload", timeout=60).status_code == 200
-            time.sleep(0.05)
+            answered_since(len(outcomes), "a request to the unloaded model")
         requests.post(f"{url}/load", timeout=60)
-        time.sleep(0.1)
+        answered_since(len(outcomes), "a request to the model loaded again")
     finally:
         stop.set()
         for thread in threads:
@@ -612,6 +605,8 @@ def test_none_mode_does_not_poll(start, tmp_path):
     model(repo, "m", [1])
     server = start(repo, "--model-control-mode", "none", "--repository-poll-secs", "0.1")
     add_version(repo, "m", 2)
+    # A fixed wait on purpose: with no poller there is no event to wait for; what is checked is
+    # that nothing happens in ten poll intervals.
     time.sleep(1.0)
     assert served_by(v2_infer(server, "m")) == 1
     assert ready_versions(server, "m") == {1}
@@ -654,7 +649,7 @@ def test_load_model_at_startup_unknown_model_stops_the_server(tmp_path):
 def test_corrupt_version_keeps_the_previous_one_serving(start, tmp_path):
     repo = tmp_path / "repo"
     model(repo, "m", [1])
-    server = start(repo, "--repository-poll-secs", "0.2")
+    server = start(repo, "--repository-poll-secs", "0.2", env=POLL_LOG)
     assert tf_predict(server, "m").json()["predictions"] == [answer(1)]
 
     add_version(repo, "m", 2, model_bytes=b"this is not an ONNX model \x00\xff" * 10)
@@ -674,7 +669,7 @@ def test_corrupt_version_keeps_the_previous_one_serving(start, tmp_path):
     assert_error(tf_predict(server, "m", version=2), 404, "2")
     assert v2_version_ready(server, "m", 2) != 200
     # It is not retried at every poll while the file is unchanged.
-    time.sleep(1.0)
+    wait_for_polls(server, 5)
     failures = [line for line in server.log if "failed to load" in line and "version=2" in line]
     assert len(failures) == 1, failures
 
@@ -780,6 +775,7 @@ def test_rollover(start, releaser, tmp_path, rollover):
                     results.append(served_by(response) if response.status_code == 200 else response.status_code)
                 except (requests.RequestException, AssertionError) as e:
                     results.append(repr(e))
+                # Pacing, not waiting: a client that leaves the server's two cores some room.
                 time.sleep(0.005)
 
     thread = threading.Thread(target=hammer)
@@ -788,7 +784,9 @@ def test_rollover(start, releaser, tmp_path, rollover):
         wait_until(lambda: len(results) > 20, "requests to flow")
         fifo = releaser(held_version(repo, "m", 2))
         wait_until(lambda: tf_states(server, "m").get(2, ("",))[0] == "LOADING", "version 2 to be loading")
-        time.sleep(0.3)
+        # Answers to requests sent while version 2 loads (the first may have been on its way).
+        seen = len(results)
+        wait_until(lambda: len(results) >= seen + 3, "requests during the load")
         states = tf_states(server, "m")
         if rollover == "load_first":
             assert states[1] == ("AVAILABLE", "OK", ""), states
@@ -803,7 +801,8 @@ def test_rollover(start, releaser, tmp_path, rollover):
         release(fifo)
         wait_until(lambda: results[-1] == 2, "version 2 to answer")
         wait_until(lambda: tf_states(server, "m").get(1, ("",))[0] == "END", "version 1 to end")
-        time.sleep(0.1)
+        seen = len(results)
+        wait_until(lambda: len(results) >= seen + 3, "requests after version 1 ended")
     finally:
         stop.set()
         thread.join()
@@ -886,6 +885,9 @@ def test_unload_during_a_load_does_not_stall_the_server(start, releaser, tmp_pat
         thread = threading.Thread(target=lambda: unloads.append(requests.post(f"{url}/unload", timeout=60)))
         thread.start()
         pool.append(thread)
+    # A fixed wait on purpose: an unload waiting for the load shows nowhere (no log line, no
+    # state), so the unloads get time to reach the server and block; the checks below fail
+    # only if blocked unloads stall it.
     time.sleep(0.5)
     try:
         live = requests.get(f"{server.url}/v2/health/live", timeout=3).status_code
@@ -992,6 +994,7 @@ def test_drain_finishes_an_inflight_request(start, releaser, tmp_path):
     wait_until(lambda: index(server).get(("m", "1"), {}).get("state") == "LOADING", "the load to start")
     server.process.send_signal(signal.SIGTERM)
     wait_until(lambda: any("finishing in-flight requests" in line for line in server.log), "the drain")
+    # A fixed wait on purpose: what is checked is that the server does not exit in this time.
     time.sleep(0.5)
     assert server.process.poll() is None, "the server exited with a request in flight"
     release(fifo)
@@ -1052,7 +1055,7 @@ def test_readiness_and_drain_on_sigterm(start, tmp_path):
                     outcome = repr(e)
                 records.append((started, time.monotonic(), outcome))
                 if outcome != "ok":
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # pacing: no busy loop of refused connections
 
     def grpc_hammer():
         client = grpcclient.InferenceServerClient(server.grpc)
@@ -1068,7 +1071,7 @@ def test_readiness_and_drain_on_sigterm(start, tmp_path):
                     outcome = f"gRPC {e.status()}: {e.message()}"
                 records.append((started, time.monotonic(), outcome))
                 if outcome != "ok":
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # pacing: no busy loop of refused connections
         finally:
             client.close()
 
@@ -1084,7 +1087,8 @@ def test_readiness_and_drain_on_sigterm(start, tmp_path):
                                "/v2/health/ready to say 503", timeout=delay / 2)
         assert not grpc_client.is_server_ready()
         assert requests.get(f"{server.url}/v2/health/live", timeout=5).status_code == 200
-        # ... while requests keep being answered during the delay.
+        # ... while requests keep being answered during the delay (a fixed wait on purpose: the
+        # delay is what is tested).
         time.sleep(delay / 2)
         assert server.process.poll() is None, "the server exited before --shutdown-delay-secs passed"
         code = server.process.wait(timeout=delay + 10)

@@ -94,6 +94,8 @@ impl Poller {
                     if let Err(e) = models.poll() {
                         tracing::error!("polling the model repository: {e}");
                     }
+                    // What a test waits for to know the server has looked (QUIVER_LOG=debug).
+                    tracing::debug!(target: "quiver::poll", "repository polled");
                 }
             })?;
         Ok(Self { stop })

@@ -9,6 +9,8 @@
 //!   `QUIVER_REQUIRE_ONNXRUNTIME=1`).
 //! - [`conformance`]: the suite every engine passes.
 //! - [`ServerProcess`]: the real `quiver` binary started on `127.0.0.1:0`.
+//! - [`wait_until`], [`wait_for`], [`poll_until`]: a bounded wait for a condition, instead of a
+//!   fixed sleep that guesses how long the condition takes.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -93,6 +95,35 @@ pub fn onnxruntime_library() -> Option<PathBuf> {
         path.display()
     );
     None
+}
+
+/// Polls `done` until it yields a value or `timeout` passes (`None` then). The first look is
+/// immediate; the pause between looks grows from 1 ms to 50 ms, so a condition that holds soon
+/// is seen soon and a slow one is not polled in a busy loop.
+pub fn poll_until<T>(timeout: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(value) = done() {
+            return Some(value);
+        }
+        if started.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The value `done` yields once it yields one; a panic naming `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, done: impl FnMut() -> Option<T>) -> T {
+    poll_until(timeout, done)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Returns once `done` holds; a panic naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    wait_for(timeout, what, || done().then_some(()));
 }
 
 /// A model repository in a temporary directory, built by copying model files into it.
@@ -245,13 +276,13 @@ impl ServerProcess {
     pub fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // An error from try_wait ends the wait as an exit would: it is returned at once.
+        match poll_until(Duration::from_secs(30), || {
+            self.child.try_wait().transpose()
+        }) {
+            Some(status) => Ok(status?),
+            None => bail!("the server did not exit within 30 s of SIGTERM"),
         }
-        bail!("the server did not exit within 30 s of SIGTERM")
     }
 }
 

@@ -5,7 +5,6 @@ Version N of a test model is half_plus_two's file computing 0.5 * x + N, so an a
 which version computed it, besides the response's model_spec.version.
 """
 import os
-import time
 
 import grpc
 import numpy as np
@@ -15,7 +14,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from conftest import Server, half_plus_model
+from conftest import Server, half_plus_model, wait_until
 
 X = [0.0, 2.0, 4.0]
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -73,14 +72,6 @@ def code_of(call):
     with pytest.raises(grpc.RpcError) as raised:
         call()
     return raised.value.code(), raised.value.details()
-
-
-def wait_until(predicate, what, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,14 @@
 //! own input while batches larger than one form; an overloaded model answers 429 at once and
 //! recovers; an expired request answers 504.
 
-#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
-
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use quiver_test_support::{ServerProcess, TempRepository, conformance, fixture_model};
+use quiver_test_support::{TempRepository, conformance, fixture_model};
 use serde_json::{Value, json};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_quiver"))
-}
+use crate::support::{
+    add_slow_model, batch_sizes, get_json, post_json, serve, serve_with_env, wait_for_inflight,
+};
 
 fn infer(client: &reqwest::blocking::Client, url: &str, model: &str, rows: &[Vec<f32>]) -> Value {
     let width = rows[0].len();
@@ -37,17 +34,13 @@ fn concurrent_clients_get_their_own_rows_from_shared_batches() {
         b"[batching]\nmax_batch_size = 16\nmax_queue_delay_us = 20000\n",
     )
     .unwrap();
-    let server = ServerProcess::start_with_env(
-        bin(),
-        &["--model-repository", repo.path().to_str().unwrap()],
+    let server = serve_with_env(
+        repo.path(),
+        &[],
         &[("QUIVER_LOG", "info,quiver_batcher=debug")],
-    )
-    .unwrap();
+    );
     let url = server.url();
-    let config: Value = reqwest::blocking::get(format!("{url}/v2/models/dense/config"))
-        .unwrap()
-        .json()
-        .unwrap();
+    let config = get_json(&format!("{url}/v2/models/dense/config"));
     assert_eq!(config["max_batch_size"], 16);
     assert_eq!(config["input"][0]["dims"], json!([64]));
     assert_eq!(
@@ -100,42 +93,15 @@ fn concurrent_clients_get_their_own_rows_from_shared_batches() {
         conformance::close(&to_tensor(output), &to_tensor(&alone["outputs"][0])).unwrap();
     }
     let log = server.log();
-    let largest = log
-        .lines()
-        .filter(|l| l.contains("running a batch") && l.contains("model=\"dense\""))
-        .filter_map(|l| {
-            // The last `requests=` is the event's field; a batch span prefix carries one too.
-            l.rsplit("requests=")
-                .next()?
-                .split_whitespace()
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0);
+    let largest = batch_sizes(&log, "dense").into_iter().max().unwrap_or(0);
     assert!(largest > 1, "no batch larger than 1 in the log:\n{log}");
 }
 
 #[test]
 fn an_overloaded_model_answers_429_at_once_and_recovers() {
     let repo = TempRepository::new().unwrap();
-    repo.add("slow", 1, &conformance::model("slow")).unwrap();
-    repo.write(
-        "slow/config.toml",
-        b"engine = \"tract\"\n[batching]\nmax_queue_size = 2\n",
-    )
-    .unwrap();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--intra-op-threads",
-            "1",
-        ],
-    )
-    .unwrap();
+    add_slow_model(&repo, "max_queue_size = 2\n");
+    let server = serve(repo.path(), &["--intra-op-threads", "1"]);
     let url = server.url();
     let row = vec![vec![0.1f32; 256]; 8];
     let results: Vec<(u16, Value, Duration)> = std::thread::scope(|scope| {
@@ -185,33 +151,22 @@ fn an_overloaded_model_answers_429_at_once_and_recovers() {
         );
     }
     // Load gone: the model serves again.
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{url}/v1/models/slow:predict"))
-        .json(&json!({"instances": [vec![0.1f32; 256]]}))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, _) = post_json(
+        &format!("{url}/v1/models/slow:predict"),
+        &json!({"instances": [vec![0.1f32; 256]]}),
+    );
+    assert_eq!(status, 200);
 }
 
 #[test]
 fn a_request_that_waits_past_its_deadline_gets_504() {
     let repo = TempRepository::new().unwrap();
-    repo.add("slow", 1, &conformance::model("slow")).unwrap();
-    repo.write("slow/config.toml", b"engine = \"tract\"\n")
-        .unwrap();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--intra-op-threads",
-            "1",
-        ],
-    )
-    .unwrap();
+    add_slow_model(&repo, "");
+    let server = serve(repo.path(), &["--intra-op-threads", "1"]);
     let url = server.url();
     std::thread::scope(|scope| {
-        // Keep the only instance busy for a while.
+        // Keep the only instance busy for a while: once the request has reached the model, one
+        // sent now waits behind it.
         let busy = scope.spawn(|| {
             reqwest::blocking::Client::new()
                 .post(format!("{url}/v1/models/slow:predict"))
@@ -220,7 +175,7 @@ fn a_request_that_waits_past_its_deadline_gets_504() {
                 .unwrap()
                 .status()
         });
-        std::thread::sleep(Duration::from_millis(20));
+        wait_for_inflight(&url, "slow", 1.0);
         let response = reqwest::blocking::Client::new()
             .post(format!("{url}/v1/models/slow:predict"))
             .header("X-Quiver-Timeout-Ms", "1")
@@ -264,17 +219,11 @@ fn padded_requests_of_different_lengths_get_their_own_outputs() {
           pad_inputs = { input_ids = 0, attention_mask = 0, token_type_ids = 0 }\n",
     )
     .unwrap();
-    let server = ServerProcess::start_with_env(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--onnxruntime-lib",
-            lib.to_str().unwrap(),
-        ],
+    let server = serve_with_env(
+        repo.path(),
+        &["--onnxruntime-lib", lib.to_str().unwrap()],
         &[("QUIVER_LOG", "info,quiver_batcher=debug")],
-    )
-    .unwrap();
+    );
     let url = server.url();
     let request = |model: &str, ids: &[i64]| -> Value {
         let n = ids.len();
@@ -331,14 +280,6 @@ fn padded_requests_of_different_lengths_get_their_own_outputs() {
         assert!(worst < 1e-3, "{} tokens: differs by {worst}", ids.len());
     }
     let log = server.log();
-    let mixed = log.lines().any(|l| {
-        l.contains("running a batch")
-            && l.contains("model=\"minilm\"")
-            && l.rsplit("requests=")
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|r| r.parse::<usize>().ok())
-                .is_some_and(|r| r > 1)
-    });
+    let mixed = batch_sizes(&log, "minilm").into_iter().any(|r| r > 1);
     assert!(mixed, "no batch of several lengths formed:\n{log}");
 }

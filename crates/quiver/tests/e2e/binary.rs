@@ -1,16 +1,11 @@
 //! Tests of the real `quiver` binary: command line, environment variables, start-up with a
 //! broken model, graceful exit on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
-
-use std::path::Path;
 use std::process::Command;
 
 use quiver_test_support::{ServerProcess, TempRepository, fixture_model, fixtures_repository};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_quiver"))
-}
+use crate::support::{bin, serve};
 
 #[test]
 fn inspect_prints_the_signature() {
@@ -105,37 +100,20 @@ fn serves_with_a_broken_model_and_exits_cleanly_on_sigterm() {
     repo.add("good", 1, &fixture_model("half_plus_two"))
         .unwrap();
     repo.write("broken/1/model.onnx", b"garbage").unwrap();
-    let server = ServerProcess::start(
-        bin(),
-        &["--model-repository", repo.path().to_str().unwrap()],
-    )
-    .unwrap();
+    let server = serve(repo.path(), &[]);
     let base = server.url();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let http = reqwest::blocking::Client::new();
+    let predict = http
+        .post(format!("{base}/v1/models/good:predict"))
+        .body(r#"{"instances": [[2, 4, 6]]}"#)
+        .send()
+        .unwrap()
+        .text()
         .unwrap();
-    let (predict, status) = rt.block_on(async {
-        let http = reqwest::Client::new();
-        let predict = http
-            .post(format!("{base}/v1/models/good:predict"))
-            .body(r#"{"instances": [[2, 4, 6]]}"#)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let status = http
-            .get(format!("{base}/v1/models/broken"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        (predict, status)
-    });
+    let status = reqwest::blocking::get(format!("{base}/v1/models/broken"))
+        .unwrap()
+        .text()
+        .unwrap();
     assert_eq!(predict, r#"{"predictions":[[3.0,4.0,5.0]]}"#);
     assert!(status.contains(r#""state":"END""#), "{status}");
     let log = server.log();
@@ -159,16 +137,8 @@ fn reads_flags_from_the_environment() {
         )
         .unwrap()
     };
-    let base = server.url();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = rt.block_on(async {
-        reqwest::get(format!("{base}/v1/models/half_plus_two"))
-            .await
-            .unwrap()
-            .status()
-    });
+    let status = reqwest::blocking::get(format!("{}/v1/models/half_plus_two", server.url()))
+        .unwrap()
+        .status();
     assert_eq!(status, 200);
 }

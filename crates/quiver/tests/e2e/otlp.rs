@@ -2,10 +2,6 @@
 //! span over OTLP/gRPC, carrying the request id, model, version and the time split. The
 //! collector here is the OTLP trace service generated from the official protos.
 
-#![cfg(feature = "otlp")]
-#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
-
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +13,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use quiver_test_support::{ServerProcess, TempRepository, fixture_model};
-use serde_json::json;
+use quiver_test_support::{TempRepository, fixture_model, poll_until};
+
+use crate::support::{dense_body, serve_with_env};
 
 #[derive(Clone, Default)]
 struct Collector {
@@ -64,26 +61,25 @@ fn request_spans_reach_an_otlp_collector() {
 
     let repo = TempRepository::new().unwrap();
     repo.add("dense", 1, &fixture_model("dense")).unwrap();
-    let server = ServerProcess::start_with_env(
-        Path::new(env!("CARGO_BIN_EXE_quiver")),
-        &["--model-repository", repo.path().to_str().unwrap()],
+    let server = serve_with_env(
+        repo.path(),
+        &[],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
-    )
-    .unwrap();
+    );
     let response = reqwest::blocking::Client::new()
         .post(format!("{}/v2/models/dense/infer", server.url()))
         .header("x-request-id", "otlp-span-1")
-        .json(&json!({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5f32; 64]}]}))
+        .json(&dense_body(64))
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let mut found = None;
-    for _ in 0..200 {
-        found = collector
+    // The batch span processor exports every OTEL_BSP_SCHEDULE_DELAY (100 ms).
+    let found = poll_until(Duration::from_secs(10), || {
+        collector
             .spans
             .lock()
             .unwrap()
@@ -92,12 +88,8 @@ fn request_spans_reach_an_otlp_collector() {
                 s.name == "request"
                     && attribute(s, "id") == Some(AnyValue::StringValue("otlp-span-1".into()))
             })
-            .cloned();
-        if found.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .cloned()
+    });
     let span =
         found.unwrap_or_else(|| panic!("no request span exported; server log:\n{}", server.log()));
     assert_eq!(

@@ -1,8 +1,6 @@
 //! End-to-end tests of the TensorFlow Serving REST API: a real server on `127.0.0.1:0` serving the
 //! fixture models, driven over real HTTP.
 
-#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
-
 use quiver::config::ServeConfig;
 use quiver::server::{RunningServer, start};
 use quiver_test_support::{TempRepository, fixture_model, fixtures_repository};

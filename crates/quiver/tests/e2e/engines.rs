@@ -1,15 +1,9 @@
 //! Choosing the engine per model, with and without ONNX Runtime, through the real binary.
 
-#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
-
-use std::path::Path;
-
 use quiver_test_support::{ServerProcess, TempRepository, fixture_model, onnxruntime_library};
 use serde_json::{Value, json};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_quiver"))
-}
+use crate::support::{get_json, post_json, serve, serve_with_env, version_status};
 
 /// `auto` (no config), `tract` and `onnxruntime` by config, and a config with a typo.
 fn repository() -> TempRepository {
@@ -33,41 +27,26 @@ fn repository() -> TempRepository {
 }
 
 fn get(server: &ServerProcess, path: &str) -> Value {
-    let response = reqwest::blocking::get(format!("{}{path}", server.url())).unwrap();
-    response.json().unwrap()
+    get_json(&format!("{}{path}", server.url()))
 }
 
 fn predict(server: &ServerProcess, model: &str) -> Value {
-    reqwest::blocking::Client::new()
-        .post(format!("{}/v1/models/{model}:predict", server.url()))
-        .json(&json!({"instances": [[0.0, 2.0, 4.0]]}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
+    let url = format!("{}/v1/models/{model}:predict", server.url());
+    post_json(&url, &json!({"instances": [[0.0, 2.0, 4.0]]})).1
 }
 
+/// Why the model's only version failed to load.
 fn status_error(server: &ServerProcess, model: &str) -> String {
-    let status = get(server, &format!("/v1/models/{model}"));
-    status["model_version_status"][0]["status"]["error_message"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    version_status(&server.url(), model, 1).unwrap().1
 }
 
 #[test]
 fn without_onnxruntime_auto_uses_tract_and_a_model_that_demands_it_fails_alone() {
     let repo = repository();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--onnxruntime-lib",
-            "/nonexistent/libonnxruntime.so",
-        ],
-    )
-    .unwrap();
+    let server = serve(
+        repo.path(),
+        &["--onnxruntime-lib", "/nonexistent/libonnxruntime.so"],
+    );
     for model in ["auto", "pinned_tract"] {
         assert_eq!(
             get(&server, &format!("/v2/models/{model}"))["platform"],
@@ -103,16 +82,10 @@ fn with_onnxruntime_auto_prefers_it_and_config_pins_either_engine() {
         return;
     };
     let repo = repository();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--onnxruntime-lib",
-            library.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let server = serve(
+        repo.path(),
+        &["--onnxruntime-lib", library.to_str().unwrap()],
+    );
     for (model, platform, backend) in [
         ("auto", "onnxruntime_onnx", "onnxruntime"),
         ("pinned_ort", "onnxruntime_onnx", "onnxruntime"),
@@ -140,12 +113,7 @@ fn with_onnxruntime_auto_prefers_it_and_config_pins_either_engine() {
 #[test]
 fn the_server_wide_engine_flag_sets_the_default() {
     let repo = repository();
-    let server = ServerProcess::start_with_env(
-        bin(),
-        &["--model-repository", repo.path().to_str().unwrap()],
-        &[("QUIVER_ENGINE", "tract")],
-    )
-    .unwrap();
+    let server = serve_with_env(repo.path(), &[], &[("QUIVER_ENGINE", "tract")]);
     assert_eq!(get(&server, "/v2/models/auto")["platform"], "tract_onnx");
 }
 
@@ -163,16 +131,7 @@ fn a_library_too_old_is_reported_with_both_versions() {
         return;
     };
     let repo = repository();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--onnxruntime-lib",
-            old.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let server = serve(repo.path(), &["--onnxruntime-lib", old.to_str().unwrap()]);
     let why = status_error(&server, "pinned_ort");
     assert!(
         why.contains("is version 1.22") && why.contains("needs 1.31 or newer"),

@@ -2,19 +2,15 @@
 //! request, answers move to the new version), a corrupt new version leaving the old one serving,
 //! and memory returned after load/unload cycles.
 
-#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quiver_test_support::{ServerProcess, TempRepository, fixture_model, shared_models};
+use quiver_test_support::{TempRepository, fixture_model, shared_models, wait_until};
 use serde_json::{Value, json};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_quiver"))
-}
+use crate::support::{serve, version_status};
 
 /// Adds `REPO/NAME/VERSION/model.onnx` in one step (the version directory appears complete),
 /// as a deployment tool would.
@@ -45,35 +41,9 @@ fn predict(client: &reqwest::blocking::Client, url: &str) -> Result<String, Stri
         .to_owned())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn status(url: &str, model: &str) -> Value {
-    reqwest::blocking::get(format!("{url}/v1/models/{model}"))
-        .unwrap()
-        .json()
-        .unwrap()
-}
-
-fn state_of(status: &Value, version: u64) -> Option<(String, String)> {
-    status["model_version_status"]
-        .as_array()?
-        .iter()
-        .find(|v| v["version"] == json!(version.to_string()))
-        .map(|v| {
-            (
-                v["state"].as_str().unwrap_or_default().to_owned(),
-                v["status"]["error_message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
+/// The state of `model`'s `version`, if the server lists it.
+fn state(url: &str, model: &str, version: u64) -> Option<String> {
+    version_status(url, model, version).map(|(state, _)| state)
 }
 
 #[test]
@@ -81,16 +51,7 @@ fn roll_over_under_load_loses_no_request() {
     let repo = TempRepository::new().unwrap();
     let model = fixture_model("half_plus_two");
     repo.add("half_plus_two", 1, &model).unwrap();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--repository-poll-secs",
-            "0.1",
-        ],
-    )
-    .unwrap();
+    let server = serve(repo.path(), &["--repository-poll-secs", "0.1"]);
     let url = server.url();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -128,27 +89,27 @@ fn roll_over_under_load_loses_no_request() {
         let url = url.clone();
         move || predict(&reqwest::blocking::Client::new(), &url).as_deref() == Ok(version)
     };
-    wait_for("requests to flow", Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "requests to flow", || {
         served.load(Ordering::Relaxed) > 50
     });
     add_version(repo.path(), "half_plus_two", 2, &model);
-    wait_for(
-        "version 2 to serve",
+    wait_until(
         Duration::from_secs(30),
+        "version 2 to serve",
         answered_by("2"),
     );
     add_version(repo.path(), "half_plus_two", 3, &model);
-    wait_for(
-        "version 3 to serve",
+    wait_until(
         Duration::from_secs(30),
+        "version 3 to serve",
         answered_by("3"),
     );
     std::fs::remove_dir_all(repo.path().join("half_plus_two/1")).unwrap();
-    wait_for("version 1 to end", Duration::from_secs(30), || {
-        state_of(&status(&url, "half_plus_two"), 1).map(|(s, _)| s) == Some("END".into())
+    wait_until(Duration::from_secs(30), "version 1 to end", || {
+        state(&url, "half_plus_two", 1).as_deref() == Some("END")
     });
     let before = served.load(Ordering::Relaxed);
-    wait_for("more requests", Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "more requests", || {
         served.load(Ordering::Relaxed) > before + 50
     });
     stop.store(true, Ordering::Relaxed);
@@ -170,10 +131,14 @@ fn roll_over_under_load_loses_no_request() {
     assert_eq!(seen.first().map(String::as_str), Some("1"), "{seen:?}");
     assert_eq!(seen.last().map(String::as_str), Some("3"), "{seen:?}");
     // The policy (latest 1) retired version 2 once 3 served.
-    let status = status(&url, "half_plus_two");
-    assert_eq!(state_of(&status, 3).unwrap().0, "AVAILABLE", "{status}");
-    wait_for("version 2 to end", Duration::from_secs(10), || {
-        state_of(&self::status(&url, "half_plus_two"), 2).map(|(s, _)| s) == Some("END".into())
+    let status = version_status(&url, "half_plus_two", 3);
+    assert_eq!(
+        status.as_ref().map(|(s, _)| s.as_str()),
+        Some("AVAILABLE"),
+        "{status:?}"
+    );
+    wait_until(Duration::from_secs(10), "version 2 to end", || {
+        state(&url, "half_plus_two", 2).as_deref() == Some("END")
     });
 }
 
@@ -182,31 +147,22 @@ fn a_corrupt_new_version_fails_while_the_old_one_keeps_serving() {
     let repo = TempRepository::new().unwrap();
     let model = fixture_model("half_plus_two");
     repo.add("half_plus_two", 3, &model).unwrap();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--repository-poll-secs",
-            "0.1",
-        ],
-    )
-    .unwrap();
+    let server = serve(repo.path(), &["--repository-poll-secs", "0.1"]);
     let url = server.url();
     let client = reqwest::blocking::Client::new();
     assert_eq!(predict(&client, &url).unwrap(), "3");
 
     repo.write("half_plus_two/4/model.onnx", b"this is not an ONNX model")
         .unwrap();
-    wait_for("version 4 to fail", Duration::from_secs(30), || {
-        state_of(&status(&url, "half_plus_two"), 4).is_some_and(|(_, e)| !e.is_empty())
+    wait_until(Duration::from_secs(30), "version 4 to fail", || {
+        version_status(&url, "half_plus_two", 4).is_some_and(|(_, e)| !e.is_empty())
     });
-    let (state, reason) = state_of(&status(&url, "half_plus_two"), 4).unwrap();
-    assert_eq!(state, "END");
+    let (state_4, reason) = version_status(&url, "half_plus_two", 4).unwrap();
+    assert_eq!(state_4, "END");
     assert!(!reason.is_empty());
     assert_eq!(
-        state_of(&status(&url, "half_plus_two"), 3).unwrap().0,
-        "AVAILABLE"
+        state(&url, "half_plus_two", 3).as_deref(),
+        Some("AVAILABLE")
     );
     for _ in 0..20 {
         assert_eq!(predict(&client, &url).unwrap(), "3");
@@ -228,7 +184,7 @@ fn a_corrupt_new_version_fails_while_the_old_one_keeps_serving() {
 
     // A fixed version 4 (a new file) is picked up by the next poll and replaces 3.
     std::fs::copy(&model, repo.path().join("half_plus_two/4/model.onnx")).unwrap();
-    wait_for("version 4 to serve", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "version 4 to serve", || {
         predict(&client, &url).as_deref() == Ok("4")
     });
 }
@@ -243,7 +199,10 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// 50 load/unload cycles of a real model: a minute or more, so the quick loop
+/// (`scripts/quick.sh`) leaves it out and `scripts/test.sh` (CI) runs it.
 #[test]
+#[ignore = "slow (50 load/unload cycles): scripts/test.sh runs it with --include-ignored"]
 fn unloading_returns_memory() {
     let Some(shared) = shared_models() else {
         return;
@@ -251,17 +210,12 @@ fn unloading_returns_memory() {
     let repo = TempRepository::new().unwrap();
     repo.add("mobilenet_v2", 1, &shared.join("mobilenet_v2/1/model.onnx"))
         .unwrap();
-    let mut args = vec![
-        "--model-repository".to_owned(),
-        repo.path().to_str().unwrap().to_owned(),
-        "--model-control-mode".into(),
-        "explicit".into(),
-    ];
-    if let Some(lib) = quiver_test_support::onnxruntime_library() {
-        args.extend(["--onnxruntime-lib".into(), lib.to_str().unwrap().to_owned()]);
+    let lib = quiver_test_support::onnxruntime_library();
+    let mut args = vec!["--model-control-mode", "explicit"];
+    if let Some(lib) = &lib {
+        args.extend(["--onnxruntime-lib", lib.to_str().unwrap()]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = ServerProcess::start(bin(), &args).unwrap();
+    let server = serve(repo.path(), &args);
     let url = server.url();
     let client = reqwest::blocking::Client::new();
     let cycle = || {
@@ -281,10 +235,12 @@ fn unloading_returns_memory() {
             .unwrap();
         assert_eq!(unload.status(), 200);
         // Dropped on the retiring thread once idle: wait until the index says so.
-        wait_for("the version to end", Duration::from_secs(10), || {
-            state_of(&status(&url, "mobilenet_v2"), 1).map(|(s, _)| s) == Some("END".into())
+        wait_until(Duration::from_secs(10), "the version to end", || {
+            state(&url, "mobilenet_v2", 1).as_deref() == Some("END")
         });
-        // mimalloc returns freed pages after a short delay.
+        // A fixed pause on purpose: mimalloc returns freed pages to the system on a timer of
+        // its own, and the resident size it leaves is what this test measures, so there is no
+        // other condition to wait for.
         std::thread::sleep(Duration::from_millis(100));
     };
     cycle();

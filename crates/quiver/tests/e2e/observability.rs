@@ -2,81 +2,18 @@
 //! requests (successes, a 400, a 404, a 504, an overload) the exposition holds exactly the
 //! expected counts; every request's id is echoed and shared by its log lines.
 
-#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)] // a test may panic
-
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use quiver_test_support::{ServerProcess, TempRepository, conformance, fixture_model};
+use quiver_test_support::{TempRepository, fixture_model};
 use serde_json::{Value, json};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_quiver"))
-}
-
-/// One series of the exposition: name and sorted labels.
-type Series = (String, BTreeMap<String, String>);
-
-/// Parses Prometheus' text format (as Quiver writes it: no escapes in label values).
-fn parse(exposition: &str) -> BTreeMap<Series, f64> {
-    let mut series = BTreeMap::new();
-    for line in exposition.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match key.split_once('{') {
-            Some((name, rest)) => (name, rest.trim_end_matches('}')),
-            None => (key, ""),
-        };
-        let labels = labels
-            .split("\",")
-            .filter(|l| !l.is_empty())
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap();
-                (k.to_owned(), v.trim_matches('"').to_owned())
-            })
-            .collect();
-        series.insert((name.to_owned(), labels), value.parse().unwrap());
-    }
-    series
-}
-
-fn get(metrics: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let labels: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    *metrics
-        .get(&(name.to_owned(), labels.clone()))
-        .unwrap_or_else(|| panic!("no series {name}{labels:?}"))
-}
-
-fn dense_body(width: usize) -> Value {
-    json!({"inputs": [{"name": "x", "shape": [1, width], "datatype": "FP32", "data": vec![0.25f32; width]}]})
-}
+use crate::support::{Metrics, access_line, add_slow_model, dense_body, serve, serve_with_env};
 
 #[test]
 fn the_exposition_counts_a_known_sequence_of_requests() {
     let repo = TempRepository::new().unwrap();
     repo.add("dense", 1, &fixture_model("dense")).unwrap();
-    repo.add("slow", 1, &conformance::model("slow")).unwrap();
-    repo.write(
-        "slow/config.toml",
-        b"engine = \"tract\"\n[batching]\nmax_queue_size = 2\n",
-    )
-    .unwrap();
+    add_slow_model(&repo, "max_queue_size = 2\n");
     repo.write("broken/1/model.onnx", b"not a model").unwrap();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--intra-op-threads",
-            "1",
-        ],
-    )
-    .unwrap();
+    let server = serve(repo.path(), &["--intra-op-threads", "1"]);
     let url = server.url();
     let client = reqwest::blocking::Client::new();
     let v2 = |model: &str, body: &Value, headers: &[(&str, &str)]| {
@@ -128,16 +65,9 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
     assert_eq!(ok + refused, 16.0, "{statuses:?}");
     assert!(refused > 0.0, "{statuses:?}");
 
-    let exposition = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let m = parse(&exposition);
+    let (m, exposition) = Metrics::scrape(&url);
     let requests = |model: &str, protocol: &str, outcome: &str| {
-        get(
-            &m,
+        m.get(
             "quiver_requests_total",
             &[
                 ("model", model),
@@ -157,12 +87,12 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
     assert_eq!(requests("dense", "kserve_grpc", "ok"), 0.0);
     let slow = [("model", "slow"), ("version", "1")];
     let dense = [("model", "dense"), ("version", "1")];
-    assert_eq!(get(&m, "quiver_rejected_requests_total", &slow), refused);
+    assert_eq!(m.get("quiver_rejected_requests_total", &slow), refused);
     // Every request is in the latency histogram under its own labels.
     let mut checked = 0;
-    for ((name, labels), value) in &m {
+    for ((name, labels), value) in &m.0 {
         if name == "quiver_requests_total" {
-            let count = m[&(
+            let count = m.0[&(
                 "quiver_request_duration_seconds_count".to_owned(),
                 labels.clone(),
             )];
@@ -174,33 +104,29 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
     for stage in ["preprocess", "queue", "compute", "postprocess", "encode"] {
         let labels = [("model", "dense"), ("version", "1"), ("stage", stage)];
         assert_eq!(
-            get(&m, "quiver_stage_duration_seconds_count", &labels),
+            m.get("quiver_stage_duration_seconds_count", &labels),
             5.0,
             "{stage}"
         );
     }
     // The 504 expired in the queue and the 400 never got there: 5 engine calls.
-    assert_eq!(get(&m, "quiver_batch_size_count", &dense), 5.0);
-    assert_eq!(get(&m, "quiver_batch_size_count", &slow), ok);
+    assert_eq!(m.get("quiver_batch_size_count", &dense), 5.0);
+    assert_eq!(m.get("quiver_batch_size_count", &slow), ok);
     let kserve_dense = [
         ("model", "dense"),
         ("version", "1"),
         ("protocol", "kserve_rest"),
     ];
+    assert_eq!(m.get("quiver_request_size_bytes_count", &kserve_dense), 3.0);
     assert_eq!(
-        get(&m, "quiver_request_size_bytes_count", &kserve_dense),
+        m.get("quiver_response_size_bytes_count", &kserve_dense),
         3.0
     );
-    assert_eq!(
-        get(&m, "quiver_response_size_bytes_count", &kserve_dense),
-        3.0
-    );
-    assert!(get(&m, "quiver_response_size_bytes_sum", &kserve_dense) > 3.0 * 50.0);
-    assert_eq!(get(&m, "quiver_queue_depth", &slow), 0.0);
-    assert_eq!(get(&m, "quiver_inflight_requests", &slow), 0.0);
+    assert!(m.get("quiver_response_size_bytes_sum", &kserve_dense) > 3.0 * 50.0);
+    assert_eq!(m.get("quiver_queue_depth", &slow), 0.0);
+    assert_eq!(m.get("quiver_inflight_requests", &slow), 0.0);
     let state = |model: &str, state: &str| {
-        get(
-            &m,
+        m.get(
             "quiver_model_version_state",
             &[("model", model), ("version", "1"), ("state", state)],
         )
@@ -210,35 +136,26 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
     assert_eq!(state("broken", "failed"), 1.0);
     assert_eq!(state("broken", "available"), 0.0);
     assert_eq!(
-        get(
-            &m,
-            "quiver_model_load_failures_total",
-            &[("model", "broken")]
-        ),
+        m.get("quiver_model_load_failures_total", &[("model", "broken")]),
         1.0
     );
     assert_eq!(
-        get(
-            &m,
-            "quiver_model_load_failures_total",
-            &[("model", "dense")]
-        ),
+        m.get("quiver_model_load_failures_total", &[("model", "dense")]),
         0.0
     );
     assert_eq!(
-        get(&m, "quiver_model_load_duration_seconds_count", &dense),
+        m.get("quiver_model_load_duration_seconds_count", &dense),
         1.0
     );
     assert_eq!(
-        get(
-            &m,
+        m.get(
             "quiver_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))]
         ),
         1.0
     );
-    assert!(get(&m, "process_resident_memory_bytes", &[]) > 1e6);
-    assert!(get(&m, "process_open_fds", &[]) > 0.0);
+    assert!(m.get("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(m.get("process_open_fds", &[]) > 0.0);
     // Never raw URLs or unknown names as label values.
     assert!(!exposition.contains("nope"), "{exposition}");
 }
@@ -247,12 +164,11 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
 fn request_ids_are_echoed_and_carried_by_the_access_log() {
     let repo = TempRepository::new().unwrap();
     repo.add("dense", 1, &fixture_model("dense")).unwrap();
-    let server = ServerProcess::start_with_env(
-        bin(),
-        &["--model-repository", repo.path().to_str().unwrap()],
+    let server = serve_with_env(
+        repo.path(),
+        &[],
         &[("QUIVER_LOG", "info,quiver_batcher=debug")],
-    )
-    .unwrap();
+    );
     let url = server.url();
     let client = reqwest::blocking::Client::new();
     let response = client
@@ -275,7 +191,7 @@ fn request_ids_are_echoed_and_carried_by_the_access_log() {
         .unwrap()
         .to_owned();
     assert_eq!(generated.len(), 36, "{generated}");
-    let line = wait_for_log(&server, "id=trace-me-42");
+    let line = access_line(&server, "id=trace-me-42");
     assert!(line.contains("quiver::access"), "{line}");
     for part in [
         "quiver::access",
@@ -288,7 +204,7 @@ fn request_ids_are_echoed_and_carried_by_the_access_log() {
     ] {
         assert!(line.contains(part), "{part} not in {line}");
     }
-    wait_for_log(&server, &format!("id={generated}"));
+    access_line(&server, &format!("id={generated}"));
     // The engine thread's lines carry the request's span too.
     let log = server.log();
     let batch_line = log
@@ -304,18 +220,10 @@ fn request_ids_are_echoed_and_carried_by_the_access_log() {
 fn json_logs_metrics_port_and_metrics_off() {
     let repo = TempRepository::new().unwrap();
     repo.add("dense", 1, &fixture_model("dense")).unwrap();
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--log-format",
-            "json",
-            "--metrics-port",
-            "0",
-        ],
-    )
-    .unwrap();
+    let server = serve(
+        repo.path(),
+        &["--log-format", "json", "--metrics-port", "0"],
+    );
     let url = server.url();
     let client = reqwest::blocking::Client::new();
     let response = client
@@ -325,7 +233,7 @@ fn json_logs_metrics_port_and_metrics_off() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
-    let line = wait_for_log(&server, "json-line-7");
+    let line = access_line(&server, "json-line-7");
     let entry: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["target"], "quiver::access", "{entry}");
     assert_eq!(entry["fields"]["status"], 200, "{entry}");
@@ -354,16 +262,7 @@ fn json_logs_metrics_port_and_metrics_off() {
     assert!(text.contains("quiver_requests_total{model=\"dense\",version=\"1\",protocol=\"kserve_rest\",outcome=\"ok\"} 1"), "{text}");
     drop(server);
 
-    let server = ServerProcess::start(
-        bin(),
-        &[
-            "--model-repository",
-            repo.path().to_str().unwrap(),
-            "--metrics",
-            "false",
-        ],
-    )
-    .unwrap();
+    let server = serve(repo.path(), &["--metrics", "false"]);
     let response = client
         .get(format!("{}/metrics", server.url()))
         .send()
@@ -371,19 +270,4 @@ fn json_logs_metrics_port_and_metrics_off() {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().unwrap();
     assert!(body["error"].as_str().unwrap().contains("--metrics false"));
-}
-
-/// The first access-log line containing `needle`, waiting a little for the log writer thread.
-fn wait_for_log(server: &ServerProcess, needle: &str) -> String {
-    for _ in 0..100 {
-        if let Some(line) = server
-            .log()
-            .lines()
-            .find(|l| l.contains(needle) && l.contains("quiver::access"))
-        {
-            return line.to_owned();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("no log line with {needle}:\n{}", server.log());
 }
