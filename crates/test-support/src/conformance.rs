@@ -314,6 +314,16 @@ pub fn byte_strings(engine: &dyn Engine) -> anyhow::Result<Vec<&'static str>> {
         .context("echo_bytes, served and refused cases together")?;
     }
 
+    // No elements at all: an empty answer, or a refusal — never a crash.
+    let empty = tensor(&[0], TensorData::String(Vec::new()));
+    match echo.run(vec![empty.clone()]) {
+        Ok(out) => ensure!(out == [empty], "echo_bytes, no elements: {out:?}"),
+        Err(e) => eprintln!(
+            "{}: echo_bytes with no elements refused: {e}",
+            engine.name()
+        ),
+    }
+
     // Two a row through a model of another shape (each served case beside the next one): every
     // element keeps its own bytes and place.
     let identity = load(engine, &model("identity_string"))?;
