@@ -320,6 +320,16 @@ fn run_batch(label: &str, session: &dyn Session, pad: &[Option<i64>], batch: Vec
             reply,
             span,
         } = entry.item;
+        // Inputs the engine cannot take (e.g. string bytes it cannot hold) fail their own
+        // request, not the others' in the batch.
+        if requests > 1
+            && let Err(e) = session.check_inputs(&inputs)
+        {
+            let e = BatchError::Engine(e);
+            span.in_scope(|| tracing::warn!(error = %e, "inference failed"));
+            let _ = reply.send(Err(e));
+            continue;
+        }
         per_input.resize_with(inputs.len(), Vec::new);
         for (parts, input) in per_input.iter_mut().zip(inputs) {
             parts.push(input);
@@ -330,6 +340,10 @@ fn run_batch(label: &str, session: &dyn Session, pad: &[Option<i64>], batch: Vec
             span,
             queued: started.saturating_duration_since(entry.queued_at),
         });
+    }
+    let requests = replies.len();
+    if requests == 0 {
+        return;
     }
     // One request's lines carry its own span (and request id); a batch of several gets a span
     // of its own that follows from each of theirs.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_batcher::{BatchError, BatchPolicy, Queue};
-use quiver_engine_api::{Engine, EngineOptions, Session, Tensor, TensorData};
+use quiver_engine_api::{Engine, EngineError, EngineOptions, Session, Tensor, TensorData};
 use quiver_engine_tract::TractEngine;
 use quiver_telemetry::VersionMetrics;
 use quiver_test_support::{conformance, fixture_model};
@@ -165,4 +165,43 @@ async fn a_request_past_its_deadline_never_runs() {
         request.await.unwrap().unwrap();
     }
     assert_eq!(queue.stats().requests, 2, "the expired request did not run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_the_engine_cannot_take_fail_their_own_request_not_the_batch() {
+    // tract cannot hold string bytes that are not UTF-8; one such request in a batch of eight
+    // is refused alone, the other seven are answered.
+    let echo = session(&fixture_model("echo_bytes"));
+    let policy = BatchPolicy {
+        max_batch_size: 8,
+        // Long enough that the eight requests surely meet: the batch closes when it is full.
+        max_queue_delay: Duration::from_secs(5),
+        ..BatchPolicy::default()
+    };
+    let queue = Arc::new(Queue::start(metrics("echo_bytes"), vec![echo], policy).unwrap());
+    let mut clients = Vec::new();
+    for i in 0..8u8 {
+        let queue = Arc::clone(&queue);
+        let text = if i == 3 {
+            vec![b'a', 0xff]
+        } else {
+            vec![b'a', 0, i]
+        };
+        let input = Tensor::new(vec![1], TensorData::String(vec![text])).unwrap();
+        clients.push(tokio::spawn(async move {
+            let result = queue.run(vec![input.clone()], None).await;
+            (input, result)
+        }));
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        match client.await.unwrap() {
+            (_, Err(BatchError::Engine(EngineError::InvalidInput(m)))) if i == 3 => {
+                assert!(m.contains("'text'") && m.contains("UTF-8"), "{m}");
+            }
+            (input, Ok(answer)) if i != 3 => assert_eq!(answer.outputs, [input]),
+            (_, other) => panic!("request {i}: {other:?}"),
+        }
+    }
+    let stats = queue.stats();
+    assert_eq!((stats.batches, stats.largest_batch), (1, 8), "{stats:?}");
 }

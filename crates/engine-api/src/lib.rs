@@ -92,14 +92,22 @@ impl ModelSignature {
     }
 }
 
-/// Checks that inputs which share a named dimension (the ONNX `dim_param`, e.g. `batch`) agree on
-/// its size: `dims[i][d]` names dimension `d` of input `i` (`None` for a fixed or unnamed one).
-/// Engines call it before running, as not every runtime checks this itself.
+/// Checks that there is one tensor per input of `signature`, and that inputs which share a named
+/// dimension (the ONNX `dim_param`, e.g. `batch`) agree on its size: `dims[i][d]` names dimension
+/// `d` of input `i` (`None` for a fixed or unnamed one). Engines call it before running, as not
+/// every runtime checks this itself.
 pub fn check_shared_dims(
     signature: &ModelSignature,
     dims: &[Vec<Option<String>>],
     inputs: &[Tensor],
 ) -> Result<(), EngineError> {
+    if inputs.len() != signature.inputs.len() {
+        return Err(EngineError::InvalidInput(format!(
+            "the model takes {} inputs, {} were given",
+            signature.inputs.len(),
+            inputs.len()
+        )));
+    }
     let mut bound: Vec<(&str, usize, usize)> = Vec::new();
     for (ix, (tensor, names)) in inputs.iter().zip(dims).enumerate() {
         for (name, &size) in names.iter().zip(tensor.shape()) {
@@ -225,4 +233,13 @@ pub trait Session: Send + Sync {
     /// Runs the model. `inputs` are in [`ModelSignature::inputs`] order and already checked
     /// against it (dtype and shape); outputs come back in [`ModelSignature::outputs`] order.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
+
+    /// Refuses, as [`run`](Session::run) would, inputs this engine cannot take for a reason the
+    /// signature does not show (e.g. string bytes it cannot hold), so a batcher can answer one
+    /// request alone instead of failing the batch it would join. `inputs` as for `run`. The
+    /// default takes everything.
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), EngineError> {
+        let _ = inputs;
+        Ok(())
+    }
 }

@@ -1,8 +1,8 @@
 //! Conversions between Quiver's tensors and ONNX Runtime's values.
 //!
 //! Inputs are moved, not copied: ONNX Runtime reads the request's own buffers (the value keeps
-//! the `Vec` alive). Only string tensors are copied, as ONNX Runtime stores C strings. Outputs are
-//! copied once, from ONNX Runtime's buffer into the response's.
+//! the `Vec` alive). Only string tensors are copied, into ONNX Runtime's own strings, byte for byte
+//! ([`crate::strings`]). Outputs are copied once, from ONNX Runtime's buffer into the response's.
 
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, TensorElementType, ValueType};
@@ -48,25 +48,10 @@ pub(crate) fn to_ort(t: Tensor) -> Result<SessionInputValue<'static>, EngineErro
     }
     let (shape, data) = t.into_parts();
     match data {
-        TensorData::String(v) => {
-            let strings = v
-                .into_iter()
-                .map(|b| {
-                    if b.contains(&0) {
-                        return Err(invalid("ONNX Runtime string tensors cannot hold NUL bytes"));
-                    }
-                    String::from_utf8(b).map_err(|_| {
-                        invalid("ONNX Runtime takes only UTF-8 text in string tensors")
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(
-                ort::value::Tensor::from_string_array((shape, strings.as_slice()))
-                    .map_err(invalid)?
-                    .into_dyn()
-                    .into(),
-            )
-        }
+        TensorData::String(v) => Ok(crate::strings::to_tensor(&shape, &v)
+            .map_err(invalid)?
+            .into_dyn()
+            .into()),
         TensorData::Bool(v) => owned(shape, v),
         TensorData::U8(v) => owned(shape, v),
         TensorData::U16(v) => owned(shape, v),
@@ -86,7 +71,12 @@ pub(crate) fn to_ort(t: Tensor) -> Result<SessionInputValue<'static>, EngineErro
 #[allow(clippy::wildcard_enum_match_arm)] // ort's enums, as above
 pub(crate) fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, EngineError> {
     let runtime = |e: ort::Error| EngineError::Runtime(format!("output '{name}': {e}"));
-    let ValueType::Tensor { ty, .. } = value.dtype() else {
+    let ValueType::Tensor {
+        ty,
+        shape: declared,
+        ..
+    } = value.dtype()
+    else {
         return Err(EngineError::Unsupported(format!(
             "output '{name}' is not a tensor"
         )));
@@ -111,11 +101,16 @@ pub(crate) fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, EngineErr
         TensorElementType::Float32 => copy!(F32, f32),
         TensorElementType::Float64 => copy!(F64, f64),
         TensorElementType::String => {
-            let (shape, strings) = value.try_extract_strings().map_err(runtime)?;
-            (
-                shape.to_vec(),
-                TensorData::String(strings.into_iter().map(String::into_bytes).collect()),
-            )
+            let shape: Vec<i64> = declared.to_vec();
+            let count = shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+                .ok_or_else(|| {
+                    EngineError::Runtime(format!("output '{name}' has shape {shape:?}"))
+                })?;
+            let elements = crate::strings::elements(value, count)
+                .map_err(|e| EngineError::Runtime(format!("output '{name}': {e}")))?;
+            (shape, TensorData::String(elements))
         }
         other => {
             return Err(EngineError::Unsupported(format!(

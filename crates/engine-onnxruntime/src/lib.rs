@@ -11,6 +11,7 @@
 
 mod convert;
 pub mod library;
+mod strings;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -281,7 +282,17 @@ impl Session for OnnxRuntimeSession {
         quiver_engine_api::check_shared_dims(&self.signature, &self.input_symbols, &inputs)?;
         let values = inputs
             .into_iter()
-            .map(convert::to_ort)
+            .zip(&self.signature.inputs)
+            .map(|(tensor, spec)| {
+                convert::to_ort(tensor).map_err(|e| match e {
+                    EngineError::InvalidInput(m) => {
+                        EngineError::InvalidInput(format!("input '{}': {m}", spec.name))
+                    }
+                    other @ (EngineError::Load(_)
+                    | EngineError::Unsupported(_)
+                    | EngineError::Runtime(_)) => other,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         let outputs = session.run(values.as_slice()).map_err(|e| {

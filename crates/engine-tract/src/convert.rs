@@ -26,8 +26,29 @@ pub(crate) fn dtype_from_tract(dt: DatumType) -> Option<DataType> {
     })
 }
 
-/// Moves a Quiver tensor into a tract tensor; numeric data is not copied.
-pub(crate) fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, EngineError> {
+/// tract holds strings as Rust `String`s: an element that is not UTF-8 cannot be held (NUL and
+/// every other UTF-8 text can). The refusal names the input, the element and the way out.
+fn not_utf8(name: &str, element: usize, e: std::str::Utf8Error) -> EngineError {
+    EngineError::InvalidInput(format!(
+        "input '{name}': element {element} is not UTF-8 (byte {} is invalid); the tract engine \
+         holds strings as text, so it takes only UTF-8 here (serve the model with \
+         engine = \"onnxruntime\" for any bytes)",
+        e.valid_up_to()
+    ))
+}
+
+/// Refuses string elements of the input `name` that tract cannot hold, as [`to_tract`] would.
+pub(crate) fn check(name: &str, t: &Tensor) -> Result<(), EngineError> {
+    if let TensorData::String(v) = t.data() {
+        for (i, b) in v.iter().enumerate() {
+            std::str::from_utf8(b).map_err(|e| not_utf8(name, i, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves the input `name` into a tract tensor; numeric data is not copied.
+pub(crate) fn to_tract(name: &str, t: Tensor) -> Result<tract_onnx::prelude::Tensor, EngineError> {
     fn array<T>(shape: &[usize], v: Vec<T>) -> Result<ArrayD<T>, EngineError> {
         ArrayD::from_shape_vec(IxDyn(shape), v)
             .map_err(|e| EngineError::InvalidInput(e.to_string()))
@@ -37,13 +58,8 @@ pub(crate) fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, EngineE
         TensorData::String(v) => {
             let strings = v
                 .into_iter()
-                .map(|b| {
-                    String::from_utf8(b).map_err(|_| {
-                        EngineError::InvalidInput(
-                            "this engine takes only UTF-8 text in string tensors".into(),
-                        )
-                    })
-                })
+                .enumerate()
+                .map(|(i, b)| String::from_utf8(b).map_err(|e| not_utf8(name, i, e.utf8_error())))
                 .collect::<Result<Vec<_>, _>>()?;
             array(&shape, strings)?.into()
         }

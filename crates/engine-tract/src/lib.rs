@@ -172,7 +172,8 @@ impl TractSession {
     fn run_once(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let values = inputs
             .into_iter()
-            .map(|t| convert::to_tract(t).map(TValue::from))
+            .zip(&self.signature.inputs)
+            .map(|(t, spec)| convert::to_tract(&spec.name, t).map(TValue::from))
             .collect::<Result<TVec<_>, _>>()?;
         let outputs = self
             .plan
@@ -185,6 +186,13 @@ impl TractSession {
 impl Session for TractSession {
     fn signature(&self) -> &ModelSignature {
         &self.signature
+    }
+
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), EngineError> {
+        inputs
+            .iter()
+            .zip(&self.signature.inputs)
+            .try_for_each(|(t, spec)| convert::check(&spec.name, t))
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {

@@ -4,6 +4,8 @@
 //! - every element type, exactly ([`dtypes`]): an engine may refuse a type at load time, never
 //!   mangle it;
 //! - dynamic and fixed dimensions, several inputs and outputs, string tensors ([`fixtures`]);
+//! - byte strings ([`byte_strings`]): NUL, bytes that are not UTF-8, long elements — exact, or
+//!   refused as the client's mistake naming the input where the engine cannot hold them;
 //! - known engine gaps ([`gaps`]): `ZipMap`, a tree ensemble classifier, a data-dependent `If`.
 //!   An engine either answers them correctly or refuses them at load time with a message that
 //!   names the way out (`onnxruntime`) — never a wrong answer;
@@ -238,6 +240,104 @@ pub fn fixtures(engine: &dyn Engine) -> anyhow::Result<()> {
         Err(e) => eprintln!("{}: dense with 0 rows refused: {e}", engine.name()),
     }
     Ok(())
+}
+
+/// Byte strings that trip up engines holding strings as C strings or as text: empty, NUL inside,
+/// at the end and alone, bytes that are not UTF-8 (invalid bytes, a lone continuation byte, an
+/// overlong NUL, an encoded surrogate), multi-byte UTF-8, and long elements of both kinds.
+pub fn byte_string_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let every_byte: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    vec![
+        ("empty", Vec::new()),
+        ("nul inside", b"a\0b".to_vec()),
+        ("nul at the end", b"ab\0".to_vec()),
+        ("nul alone", b"\0".to_vec()),
+        ("not utf-8", b"\xff\xfe".to_vec()),
+        ("lone continuation byte", b"a\x80b".to_vec()),
+        ("overlong nul", b"\xc0\x80".to_vec()),
+        ("encoded surrogate", b"\xed\xa0\x80".to_vec()),
+        ("multi-byte utf-8", "h\u{e9}llo \u{732b} \u{1f600}".into()),
+        ("long utf-8", "\u{732b}\0a".repeat(100_000).into_bytes()),
+        ("long, every byte", every_byte),
+    ]
+}
+
+fn refused_naming(result: Result<Vec<Tensor>, EngineError>, input: &str) -> anyhow::Result<()> {
+    match result {
+        Err(EngineError::InvalidInput(m)) if m.contains(&format!("'{input}'")) => Ok(()),
+        Err(EngineError::InvalidInput(m)) => bail!("refused without naming input '{input}': {m}"),
+        other => bail!("expected InvalidInput naming '{input}', got {other:?}"),
+    }
+}
+
+/// Sends every [`byte_string_cases`] element through `echo_bytes` (alone, then all at once) and
+/// `identity_string` (two per row). Each comes back byte for byte, or is refused as the client's
+/// mistake (`InvalidInput` naming the input) — never mangled, never an engine failure. Returns the
+/// cases refused.
+pub fn byte_strings(engine: &dyn Engine) -> anyhow::Result<Vec<&'static str>> {
+    let echo = load(engine, &crate::fixture_model("echo_bytes"))?;
+    let mut refused = Vec::new();
+    for (case, bytes) in byte_string_cases() {
+        let input = tensor(&[1], TensorData::String(vec![bytes]));
+        match echo.run(vec![input.clone()]) {
+            Ok(out) => ensure!(
+                out == [input],
+                "echo_bytes, {case}: the answer differs from what was sent"
+            ),
+            result @ Err(_) => {
+                refused_naming(result, "text").with_context(|| format!("echo_bytes, {case}"))?;
+                refused.push(case);
+            }
+        }
+    }
+
+    // All at once, in one tensor: served whole when no element was refused alone, else refused.
+    let served: Vec<Vec<u8>> = byte_string_cases()
+        .into_iter()
+        .filter(|(case, _)| !refused.contains(case))
+        .map(|(_, b)| b)
+        .collect();
+    let input = tensor(&[served.len()], TensorData::String(served.clone()));
+    let out = echo
+        .run(vec![input.clone()])
+        .context("echo_bytes, the served cases together")?;
+    ensure!(
+        out == [input],
+        "echo_bytes, the served cases together: answer differs"
+    );
+    if !refused.is_empty() {
+        let every: Vec<Vec<u8>> = byte_string_cases().into_iter().map(|(_, b)| b).collect();
+        refused_naming(
+            echo.run(vec![tensor(&[every.len()], TensorData::String(every))]),
+            "text",
+        )
+        .context("echo_bytes, served and refused cases together")?;
+    }
+
+    // No elements at all: an empty answer, or a refusal — never a crash.
+    let empty = tensor(&[0], TensorData::String(Vec::new()));
+    match echo.run(vec![empty.clone()]) {
+        Ok(out) => ensure!(out == [empty], "echo_bytes, no elements: {out:?}"),
+        Err(e) => eprintln!(
+            "{}: echo_bytes with no elements refused: {e}",
+            engine.name()
+        ),
+    }
+
+    // Two a row through a model of another shape (each served case beside the next one): every
+    // element keeps its own bytes and place.
+    let identity = load(engine, &model("identity_string"))?;
+    let pairs: Vec<Vec<u8>> = served
+        .iter()
+        .zip(served.iter().cycle().skip(1))
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
+    let input = tensor(&[served.len(), 2], TensorData::String(pairs));
+    let out = identity
+        .run(vec![input.clone()])
+        .context("identity_string")?;
+    ensure!(out == [input], "identity_string: the answer differs");
+    Ok(refused)
 }
 
 /// What an engine did with a model it may not support.

@@ -63,23 +63,22 @@ pub fn int<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
-/// How byte-string elements are written.
+/// How byte-string elements are written. JSON strings are Unicode text: any UTF-8 element
+/// (NUL and control characters escaped) is exact as a string; other bytes cannot be a JSON string
+/// and are never replaced — they are written as `{"b64": …}`, the form requests may use too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bytes {
-    /// As JSON strings when they are UTF-8, else as `{"b64": …}`.
+    /// As JSON strings when they are UTF-8, else as `{"b64": …}` (TF Serving, and KServe V2
+    /// JSON, whose clients ask for binary data output to get raw bytes).
     TextOrBase64,
     /// Always as `{"b64": …}` (TF Serving, for outputs named `*_bytes`).
     Base64,
-    /// Always as JSON strings, invalid UTF-8 replaced (KServe V2 JSON has no binary form; its
-    /// clients ask for binary data output instead).
-    Text,
 }
 
 /// Appends one byte string.
 pub fn bytes_value(out: &mut Vec<u8>, v: &[u8], mode: Bytes) {
     match (mode, std::str::from_utf8(v)) {
-        (Bytes::TextOrBase64 | Bytes::Text, Ok(s)) => string(out, s),
-        (Bytes::Text, Err(_)) => string(out, &String::from_utf8_lossy(v)),
+        (Bytes::TextOrBase64, Ok(s)) => string(out, s),
         (Bytes::TextOrBase64 | Bytes::Base64, _) => {
             out.extend_from_slice(b"{\"b64\":\"");
             out.extend_from_slice(BASE64.encode(v).as_bytes());
@@ -182,6 +181,10 @@ mod tests {
         assert_eq!(
             text(|o| bytes_value(o, b"\xff", Bytes::TextOrBase64)),
             r#"{"b64":"/w=="}"#
+        );
+        assert_eq!(
+            text(|o| bytes_value(o, b"a\0b\xc3\xa9", Bytes::TextOrBase64)),
+            "\"a\\u0000b\u{e9}\""
         );
     }
 

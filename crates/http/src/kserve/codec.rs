@@ -415,7 +415,7 @@ pub fn encode_infer(
             json.push(b'}');
         } else {
             json.extend_from_slice(b",\"data\":");
-            writer::flat(&mut json, tensor, writer::Bytes::Text);
+            writer::flat(&mut json, tensor, writer::Bytes::TextOrBase64);
         }
         json.push(b'}');
     }
@@ -680,5 +680,37 @@ mod tests {
             r#"{"model_name":"m","model_version":"3","id":"7","outputs":[{"name":"a","datatype":"FP32","shape":[1,2],"data":[0.5,2.0]},{"name":"s","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":6}}]}"#
         );
         assert_eq!(binary, [2, 0, 0, 0, b'h', b'i']);
+    }
+
+    #[test]
+    fn bytes_elements_keep_every_byte() {
+        let elements = vec![b"a\0b".to_vec(), vec![0xff, 0xfe], Vec::new()];
+        let s = NamedTensor::new(
+            "s",
+            Tensor::new(vec![3], TensorData::String(elements.clone())).unwrap(),
+        );
+        // JSON: UTF-8 as strings (NUL escaped), other bytes as {"b64": …}, never replaced.
+        let (json, _) = encode_infer(
+            "m",
+            1,
+            None,
+            &[ResponseOutput {
+                output: std::borrow::Cow::Borrowed(&s),
+                binary: false,
+            }],
+        );
+        let json = String::from_utf8(json).unwrap();
+        assert!(
+            json.contains(r#""data":["a\u0000b",{"b64":"//4="},""]"#),
+            "{json}"
+        );
+        // And what a JSON request sends the same way decodes to the same bytes.
+        let req = decode(
+            r#"{"inputs": [{"name": "s", "shape": [3], "datatype": "BYTES",
+                "data": ["a\u0000b", {"b64": "//4="}, ""]}]}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(req.inputs[0].tensor.data(), &TensorData::String(elements));
     }
 }
