@@ -8,20 +8,15 @@ use quiver_test_support::{TempRepository, conformance, fixture_model};
 use serde_json::{Value, json};
 
 use crate::support::{
-    add_slow_model, batch_sizes, get_json, post_json, serve, serve_with_env, wait_for_inflight,
+    add_slow_model, batch_sizes, get_json, infer_ok, predict_slow, serve, serve_with_env,
+    wait_for_inflight,
 };
 
 fn infer(client: &reqwest::blocking::Client, url: &str, model: &str, rows: &[Vec<f32>]) -> Value {
     let width = rows[0].len();
     let data: Vec<f32> = rows.concat();
     let body = json!({"inputs": [{"name": "x", "shape": [rows.len(), width], "datatype": "FP32", "data": data}]});
-    let response = client
-        .post(format!("{url}/v2/models/{model}/infer"))
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().unwrap()
+    infer_ok(client, url, model, &body)
 }
 
 #[test]
@@ -103,19 +98,13 @@ fn an_overloaded_model_answers_429_at_once_and_recovers() {
     add_slow_model(&repo, "max_queue_size = 2\n");
     let server = serve(repo.path(), &["--intra-op-threads", "1"]);
     let url = server.url();
-    let row = vec![vec![0.1f32; 256]; 8];
     let results: Vec<(u16, Value, Duration)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..24)
             .map(|_| {
-                let (url, row) = (url.clone(), row.clone());
+                let url = url.clone();
                 scope.spawn(move || {
                     let started = Instant::now();
-                    let body = json!({"instances": row});
-                    let response = reqwest::blocking::Client::new()
-                        .post(format!("{url}/v1/models/slow:predict"))
-                        .json(&body)
-                        .send()
-                        .unwrap();
+                    let response = predict_slow(&url, 8, None);
                     let status = response.status().as_u16();
                     (status, response.json().unwrap(), started.elapsed())
                 })
@@ -151,11 +140,7 @@ fn an_overloaded_model_answers_429_at_once_and_recovers() {
         );
     }
     // Load gone: the model serves again.
-    let (status, _) = post_json(
-        &format!("{url}/v1/models/slow:predict"),
-        &json!({"instances": [vec![0.1f32; 256]]}),
-    );
-    assert_eq!(status, 200);
+    assert_eq!(predict_slow(&url, 1, None).status(), 200);
 }
 
 #[test]
@@ -167,21 +152,9 @@ fn a_request_that_waits_past_its_deadline_gets_504() {
     std::thread::scope(|scope| {
         // Keep the only instance busy for a while: once the request has reached the model, one
         // sent now waits behind it.
-        let busy = scope.spawn(|| {
-            reqwest::blocking::Client::new()
-                .post(format!("{url}/v1/models/slow:predict"))
-                .json(&json!({"instances": vec![vec![0.1f32; 256]; 32]}))
-                .send()
-                .unwrap()
-                .status()
-        });
+        let busy = scope.spawn(|| predict_slow(&url, 32, None).status());
         wait_for_inflight(&url, "slow", 1.0);
-        let response = reqwest::blocking::Client::new()
-            .post(format!("{url}/v1/models/slow:predict"))
-            .header("X-Quiver-Timeout-Ms", "1")
-            .json(&json!({"instances": [vec![0.1f32; 256]]}))
-            .send()
-            .unwrap();
+        let response = predict_slow(&url, 1, Some("1"));
         assert_eq!(response.status(), 504);
         let body: Value = response.json().unwrap();
         assert!(
@@ -190,13 +163,7 @@ fn a_request_that_waits_past_its_deadline_gets_504() {
         );
         assert_eq!(busy.join().unwrap(), 200);
     });
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{url}/v1/models/slow:predict"))
-        .header("X-Quiver-Timeout-Ms", "soon")
-        .json(&json!({"instances": [vec![0.1f32; 256]]}))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 400);
+    assert_eq!(predict_slow(&url, 1, Some("soon")).status(), 400);
 }
 
 /// Text requests of different lengths share batches when the config pads them: each client
@@ -233,13 +200,7 @@ fn padded_requests_of_different_lengths_get_their_own_outputs() {
             tensor("attention_mask", vec![1; n]),
             tensor("token_type_ids", vec![0; n]),
         ]});
-        let response = reqwest::blocking::Client::new()
-            .post(format!("{url}/v2/models/{model}/infer"))
-            .json(&body)
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().unwrap()
+        infer_ok(&reqwest::blocking::Client::new(), &url, model, &body)
     };
     // Eight sentences of 3 to 10 tokens, all at once.
     let sentences: Vec<Vec<i64>> = (3..11)

@@ -5,7 +5,9 @@
 use quiver_test_support::{TempRepository, fixture_model};
 use serde_json::{Value, json};
 
-use crate::support::{Metrics, access_line, add_slow_model, dense_body, serve, serve_with_env};
+use crate::support::{
+    Metrics, access_line, add_slow_model, dense_body, predict_slow, serve, serve_with_env,
+};
 
 #[test]
 fn the_exposition_counts_a_known_sequence_of_requests() {
@@ -47,15 +49,7 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
         let handles: Vec<_> = (0..16)
             .map(|_| {
                 let url = url.clone();
-                scope.spawn(move || {
-                    reqwest::blocking::Client::new()
-                        .post(format!("{url}/v1/models/slow:predict"))
-                        .json(&json!({"instances": vec![vec![0.1f32; 256]; 8]}))
-                        .send()
-                        .unwrap()
-                        .status()
-                        .as_u16()
-                })
+                scope.spawn(move || predict_slow(&url, 8, None).status().as_u16())
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()

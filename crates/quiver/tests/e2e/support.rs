@@ -43,6 +43,17 @@ pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
     (response.status().as_u16(), response.json().unwrap())
 }
 
+/// `POST /v2/models/{model}/infer` with `body` on `client`: asserts 200, returns the answer.
+pub fn infer_ok(client: &reqwest::blocking::Client, url: &str, model: &str, body: &Value) -> Value {
+    let response = client
+        .post(format!("{url}/v2/models/{model}/infer"))
+        .json(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{model}");
+    response.json().unwrap()
+}
+
 /// A V2 infer body for the `dense` fixture (input `x`): one row of `width` values.
 pub fn dense_body(width: usize) -> Value {
     json!({"inputs": [{"name": "x", "shape": [1, width], "datatype": "FP32", "data": vec![0.25f32; width]}]})
@@ -54,6 +65,22 @@ pub fn add_slow_model(repo: &TempRepository, batching: &str) {
     repo.add("slow", 1, &conformance::model("slow")).unwrap();
     let config = format!("engine = \"tract\"\n[batching]\n{batching}");
     repo.write("slow/config.toml", config.as_bytes()).unwrap();
+}
+
+/// `POST /v1/models/slow:predict` ([`add_slow_model`]) with `rows` rows of 256 values, and
+/// `X-Quiver-Timeout-Ms: timeout_ms` when given.
+pub fn predict_slow(
+    url: &str,
+    rows: usize,
+    timeout_ms: Option<&str>,
+) -> reqwest::blocking::Response {
+    let mut request = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/models/slow:predict"))
+        .json(&json!({"instances": vec![vec![0.1f32; 256]; rows]}));
+    if let Some(timeout_ms) = timeout_ms {
+        request = request.header("X-Quiver-Timeout-Ms", timeout_ms);
+    }
+    request.send().unwrap()
 }
 
 /// The state and error message of `model`'s `version`, from TF Serving's status API.
