@@ -23,7 +23,8 @@ QUIVER_OLD_ONNXRUNTIME_LIB=$(ONNXRUNTIME_VERSION=1.22.0 scripts/fetch-onnxruntim
 export QUIVER_OLD_ONNXRUNTIME_LIB
 
 step "cargo test"
-cargo test --workspace --locked --no-fail-fast
+# --include-ignored: also the slow tests scripts/quick.sh leaves out.
+cargo test --workspace --locked --no-fail-fast -- --include-ignored
 
 step "Python end-to-end tests"
 # perf_analyzer (from the tritonclient wheel) needs libb64 from Debian.

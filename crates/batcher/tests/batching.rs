@@ -137,14 +137,16 @@ async fn a_request_past_its_deadline_never_runs() {
     let slow = session(&conformance::model("slow"));
     let queue =
         Arc::new(Queue::start(metrics("slow"), vec![slow], BatchPolicy::default()).unwrap());
-    let x = || Tensor::new(vec![4, 256], TensorData::F32(vec![0.1; 1024])).unwrap();
+    let x = |rows| Tensor::new(vec![rows, 256], TensorData::F32(vec![0.1; rows * 256])).unwrap();
     // Occupy the only instance and queue one more behind it: once one request is seen waiting,
     // the instance is surely busy (however slowly this machine schedules the tasks), and a
-    // request queued now with a 1 ms deadline expires while it waits.
+    // request queued now with a 1 ms deadline expires while it waits. The busy requests are
+    // large so that the one waiting stays seen for long enough (a loaded machine may leave this
+    // task unpolled for a while).
     let busy: Vec<_> = (0..2)
         .map(|_| {
             let queue = Arc::clone(&queue);
-            let input = x();
+            let input = x(32);
             tokio::spawn(async move { queue.run(vec![input], None).await })
         })
         .collect();
@@ -158,7 +160,7 @@ async fn a_request_past_its_deadline_never_runs() {
     }
     let deadline = Some(Instant::now() + Duration::from_millis(1));
     assert_eq!(
-        queue.run(vec![x()], deadline).await.unwrap_err(),
+        queue.run(vec![x(4)], deadline).await.unwrap_err(),
         BatchError::DeadlineExceeded
     );
     for request in busy {
