@@ -10,6 +10,7 @@ mod error;
 mod examples;
 mod manager;
 pub mod memory;
+pub mod serve;
 mod version;
 pub mod warmup;
 
