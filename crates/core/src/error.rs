@@ -7,6 +7,12 @@ use std::fmt;
 pub enum ErrorKind {
     /// The request is malformed or does not fit the model.
     InvalidInput,
+    /// The request is larger than the server accepts (`--max-body-bytes`).
+    TooLarge,
+    /// The resource exists but does not take the request's method (HTTP's `GET`, `POST`…).
+    MethodNotAllowed,
+    /// The request's body is in a format the resource does not take (its content type).
+    UnsupportedMediaType,
     /// No such model, version or route.
     NotFound,
     /// The model exists but is not ready to serve.
@@ -28,6 +34,9 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::NotFound => "not_found",
             ErrorKind::NotReady => "not_ready",
             ErrorKind::Overloaded => "overloaded",

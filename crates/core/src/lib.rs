@@ -11,6 +11,7 @@ mod examples;
 mod load_error;
 mod manager;
 pub mod memory;
+pub mod serve;
 mod version;
 pub mod warmup;
 

@@ -1,18 +1,18 @@
 //! TF Serving's gRPC `Classify` and `Regress`: `tensorflow.serving.Input` (tf.Example lists)
 //! into the core's examples, and the core's results into the response messages.
 
-use quiver_core::{Classification, Example, Feature};
-use tonic::Status;
+use quiver_core::{Classification, Error, Example, Feature};
 
 use crate::status::invalid;
 use crate::tensorflow::feature::Kind;
 use crate::tensorflow::serving::Input;
 use crate::tensorflow::serving::{
-    Class, ClassificationResult, Classifications, Regression, RegressionResult, input,
+    Class, ClassificationResponse, ClassificationResult, Classifications, ModelSpec, Regression,
+    RegressionResponse, RegressionResult, input,
 };
 
 /// The request's examples and their shared context.
-pub fn examples_of(input: Option<Input>) -> Result<(Example, Vec<Example>), Status> {
+pub fn examples_of(input: Option<Input>) -> Result<(Example, Vec<Example>), Error> {
     let kind = input
         .and_then(|i| i.kind)
         .ok_or_else(|| invalid("the request has no input: send input.example_list"))?;
@@ -31,7 +31,7 @@ pub fn examples_of(input: Option<Input>) -> Result<(Example, Vec<Example>), Stat
     Ok((context, examples))
 }
 
-fn example(e: crate::tensorflow::Example) -> Result<Example, Status> {
+fn example(e: crate::tensorflow::Example) -> Result<Example, Error> {
     let features = e.features.map(|f| f.feature).unwrap_or_default();
     features
         .into_iter()
@@ -49,9 +49,12 @@ fn example(e: crate::tensorflow::Example) -> Result<Example, Status> {
         .collect()
 }
 
-/// `ClassificationResult`: one `Classifications` an example.
-pub fn classification_result(results: Vec<Classification>) -> ClassificationResult {
-    ClassificationResult {
+/// The answer to `Classify`: one `Classifications` an example.
+pub fn classification_response(
+    spec: ModelSpec,
+    results: Vec<Classification>,
+) -> ClassificationResponse {
+    let result = ClassificationResult {
         classifications: results
             .into_iter()
             .map(|row| Classifications {
@@ -61,15 +64,23 @@ pub fn classification_result(results: Vec<Classification>) -> ClassificationResu
                     .collect(),
             })
             .collect(),
+    };
+    ClassificationResponse {
+        model_spec: Some(spec),
+        result: Some(result),
     }
 }
 
-/// `RegressionResult`: one `Regression` an example.
-pub fn regression_result(values: Vec<f32>) -> RegressionResult {
-    RegressionResult {
+/// The answer to `Regress`: one `Regression` an example.
+pub fn regression_response(spec: ModelSpec, values: Vec<f32>) -> RegressionResponse {
+    let result = RegressionResult {
         regressions: values
             .into_iter()
             .map(|value| Regression { value })
             .collect(),
+    };
+    RegressionResponse {
+        model_spec: Some(spec),
+        result: Some(result),
     }
 }

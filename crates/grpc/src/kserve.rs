@@ -2,12 +2,16 @@
 //! with typed `contents` or `raw_input_contents` / `raw_output_contents`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use quiver_core::serve::{self, Decoded, Encoded, Stages, Target, check_outputs_unique};
 use quiver_core::{
-    Inference, LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector, VersionState,
+    Error, Inference, LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector,
+    VersionState,
 };
 use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, raw};
 use tokio_stream::{Stream, StreamExt as _};
@@ -15,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::inference::grpc_inference_service_server::GrpcInferenceService;
 use crate::inference::infer_parameter::ParameterChoice;
-use crate::inference::model_infer_request::InferInputTensor;
+use crate::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use crate::inference::model_infer_response::InferOutputTensor;
 use crate::inference::model_metadata_response::TensorMetadata;
 use crate::inference::model_repository_parameter::ParameterChoice as RepositoryParameter;
@@ -30,9 +34,9 @@ use crate::inference::{
     RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
     RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
 };
-use crate::narrow;
 use crate::status::{invalid, status};
-use quiver_telemetry::{Protocol, RequestRecord, Stage};
+use crate::{deadline, narrow};
+use quiver_telemetry::{Protocol, RequestRecord};
 
 /// Extensions this server implements, as ServerMetadata lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
@@ -50,87 +54,91 @@ impl InferenceService {
     }
 
     fn resolve(&self, name: &str, version: &str) -> Result<Arc<LoadedVersion>, Status> {
-        let selector = VersionSelector::parse(version).map_err(status)?;
-        self.models.get(name, &selector).map_err(status)
+        let target = Target::parse(name, Some(version)).map_err(status)?;
+        self.models
+            .get(target.model, &target.version)
+            .map_err(status)
     }
 
     /// One inference request, recorded in the metrics.
-    async fn infer_recorded(
-        &self,
-        request: ModelInferRequest,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<ModelInferResponse, Status> {
-        let mut record = RequestRecord::start(Protocol::KserveGrpc, request.encoded_len());
-        let result = self.infer(request, deadline, &mut record).await;
-        crate::status::finish(record, result)
-    }
-
     async fn infer(
         &self,
         request: ModelInferRequest,
-        deadline: Option<std::time::Instant>,
-        record: &mut RequestRecord,
+        deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, Status> {
-        let loaded = self.resolve(&request.model_name, &request.model_version)?;
-        record.served_by(loaded.metrics());
-        let timeout = match request
-            .parameters
-            .get("timeout")
-            .and_then(|p| p.parameter_choice.as_ref())
-        {
-            None => None,
-            Some(ParameterChoice::Int64Param(us)) if *us >= 0 => {
-                crate::deadline::after(std::time::Duration::from_micros(us.unsigned_abs()))
-            }
-            Some(ParameterChoice::Uint64Param(us)) => {
-                crate::deadline::after(std::time::Duration::from_micros(*us))
-            }
-            Some(_) => {
-                return Err(invalid(
-                    "parameters[\"timeout\"] must be a non-negative integer of microseconds",
-                ));
-            }
-        };
-        let deadline = crate::deadline::earliest(deadline, timeout);
-        let inputs = decode_inputs(request.inputs, request.raw_input_contents)?;
-        record.stage_done(Stage::Preprocess);
-        let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
-        record.measured(
-            inference.preprocess,
-            inference.queued,
-            inference.compute,
-            inference.postprocess,
-        );
-        let selected = select_outputs(&loaded, &inference, &request.outputs)?;
-        record.stage_done(Stage::Postprocess);
-        let mut response = ModelInferResponse {
-            model_name: loaded.name().to_owned(),
-            model_version: loaded.version().to_string(),
-            id: request.id,
-            ..ModelInferResponse::default()
-        };
-        for output in selected {
-            let tensor = &output.tensor;
-            response.outputs.push(InferOutputTensor {
-                name: output.name.clone(),
-                datatype: tensor.dtype().kserve_name().to_owned(),
-                shape: tensor
-                    .shape()
-                    .iter()
-                    .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-                    .collect(),
-                ..InferOutputTensor::default()
-            });
-            let mut bytes = Vec::new();
-            raw::encode(tensor.data(), &mut bytes);
-            response.raw_output_contents.push(bytes);
-        }
-        record.stage_done(Stage::Encode);
-        Ok(response)
+        let record = RequestRecord::start(Protocol::KserveGrpc, request.encoded_len());
+        serve::infer(
+            &self.models,
+            Target::parse(&request.model_name, Some(&request.model_version)),
+            record,
+            |_| {
+                check_outputs_unique(request.outputs.iter().map(|o| o.name.as_str()))?;
+                Ok(Decoded {
+                    deadline: deadline::earliest(deadline, timeout_of(&request.parameters)?),
+                    inputs: decode_inputs(request.inputs, request.raw_input_contents)?,
+                    plan: (request.id, request.outputs),
+                })
+            },
+            encode,
+        )
+        .await
+        .map_err(status)
     }
 }
 
-fn shape_of(name: &str, dims: &[i64]) -> Result<Vec<usize>, Status> {
+/// Triton's `parameters["timeout"]`, in microseconds, as a deadline.
+fn timeout_of(parameters: &HashMap<String, pb::InferParameter>) -> Result<Option<Instant>, Error> {
+    match parameters
+        .get("timeout")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(None),
+        Some(ParameterChoice::Int64Param(us)) if *us >= 0 => {
+            Ok(deadline::after(Duration::from_micros(us.unsigned_abs())))
+        }
+        Some(ParameterChoice::Uint64Param(us)) => Ok(deadline::after(Duration::from_micros(*us))),
+        Some(_) => Err(invalid(
+            "parameters[\"timeout\"] must be a non-negative integer of microseconds",
+        )),
+    }
+}
+
+/// The outputs asked for (all when none is named), raw in `raw_output_contents`.
+fn encode(
+    loaded: &LoadedVersion,
+    inference: Inference,
+    (id, requested): (String, Vec<InferRequestedOutputTensor>),
+    stages: &mut Stages<'_>,
+) -> Result<Encoded<ModelInferResponse>, Error> {
+    let selected = select_outputs(loaded, &inference, &requested)?;
+    stages.postprocessed();
+    let mut response = ModelInferResponse {
+        model_name: loaded.name().to_owned(),
+        model_version: loaded.version().to_string(),
+        id,
+        ..ModelInferResponse::default()
+    };
+    for output in selected {
+        let tensor = &output.tensor;
+        response.outputs.push(InferOutputTensor {
+            name: output.name.clone(),
+            datatype: tensor.dtype().kserve_name().to_owned(),
+            shape: tensor
+                .shape()
+                .iter()
+                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                .collect(),
+            ..InferOutputTensor::default()
+        });
+        let mut bytes = Vec::new();
+        raw::encode(tensor.data(), &mut bytes);
+        response.raw_output_contents.push(bytes);
+    }
+    let bytes = response.encoded_len();
+    Ok(Encoded::new(response, bytes))
+}
+
+fn shape_of(name: &str, dims: &[i64]) -> Result<Vec<usize>, Error> {
     if dims.len() > MAX_RANK {
         return Err(invalid(format!(
             "input '{name}': a shape may have at most {MAX_RANK} dimensions"
@@ -150,7 +158,7 @@ fn shape_of(name: &str, dims: &[i64]) -> Result<Vec<usize>, Status> {
 fn decode_inputs(
     inputs: Vec<InferInputTensor>,
     raw_contents: Vec<Vec<u8>>,
-) -> Result<Vec<NamedTensor>, Status> {
+) -> Result<Vec<NamedTensor>, Error> {
     if inputs.is_empty() {
         return Err(invalid("the request has no inputs"));
     }
@@ -227,8 +235,8 @@ fn from_contents(dtype: DataType, c: InferTensorContents) -> Result<TensorData, 
 fn select_outputs<'a>(
     loaded: &LoadedVersion,
     inference: &'a Inference,
-    requested: &[pb::model_infer_request::InferRequestedOutputTensor],
-) -> Result<Vec<Cow<'a, NamedTensor>>, Status> {
+    requested: &[InferRequestedOutputTensor],
+) -> Result<Vec<Cow<'a, NamedTensor>>, Error> {
     if requested.is_empty() {
         return Ok(inference.outputs.iter().map(Cow::Borrowed).collect());
     }
@@ -258,9 +266,7 @@ fn select_outputs<'a>(
                     ));
                 }
             };
-            loaded
-                .select_output(inference, &want.name, raw, classification)
-                .map_err(status)
+            loaded.select_output(inference, &want.name, raw, classification)
         })
         .collect()
 }
@@ -401,9 +407,9 @@ impl GrpcInferenceService for InferenceService {
             None => None,
             Some(RepositoryParameter::StringParam(text)) => Some(text.clone()),
             Some(_) => {
-                return Err(invalid(
+                return Err(status(invalid(
                     "parameters.config must be a string holding a JSON object",
-                ));
+                )));
             }
         };
         let models = Arc::clone(&self.models);
@@ -411,7 +417,7 @@ impl GrpcInferenceService for InferenceService {
             models.api_load(&request.model_name, config.as_deref())
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| status(Error::internal(e.to_string())))?
         .map_err(status)?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
@@ -425,7 +431,7 @@ impl GrpcInferenceService for InferenceService {
         let name = request.into_inner().model_name;
         tokio::task::spawn_blocking(move || models.api_unload(&name))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| status(Error::internal(e.to_string())))?
             .map_err(status)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
@@ -480,7 +486,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = crate::deadline::from_metadata(request.metadata());
-        self.infer_recorded(request.into_inner(), deadline)
+        self.infer(request.into_inner(), deadline)
             .await
             .map(Response::new)
     }
@@ -499,7 +505,7 @@ impl GrpcInferenceService for InferenceService {
         let outbound = async_stream_from(move |tx| async move {
             while let Some(next) = inbound.next().await {
                 let answer = match next {
-                    Ok(request) => match service.infer_recorded(request, deadline).await {
+                    Ok(request) => match service.infer(request, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),

@@ -3,62 +3,29 @@
 use quiver_core::{Error, ErrorKind};
 use tonic::{Code, Status};
 
-/// The gRPC code for each kind of core error; exhaustive, so a new kind cannot be forgotten.
+/// The gRPC code for each kind of error; exhaustive, so a new kind cannot be forgotten.
 pub fn code_of(kind: ErrorKind) -> Code {
     match kind {
-        ErrorKind::InvalidInput => Code::InvalidArgument,
+        ErrorKind::InvalidInput | ErrorKind::UnsupportedMediaType => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::NotReady | ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::Overloaded => Code::ResourceExhausted,
+        // gRPC's code for a message over the limit, as tonic itself answers it.
+        ErrorKind::Overloaded | ErrorKind::TooLarge => Code::ResourceExhausted,
         ErrorKind::Timeout => Code::DeadlineExceeded,
-        ErrorKind::Unimplemented => Code::Unimplemented,
+        // gRPC's code for a method a service does not have.
+        ErrorKind::Unimplemented | ErrorKind::MethodNotAllowed => Code::Unimplemented,
         ErrorKind::Internal => Code::Internal,
     }
 }
 
-/// The error kind a status code stands for (the `outcome` label of metrics).
-pub fn outcome_of(code: Code) -> &'static str {
-    let kind = match code {
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-            ErrorKind::InvalidInput
-        }
-        Code::NotFound => ErrorKind::NotFound,
-        Code::Unavailable => ErrorKind::Unavailable,
-        Code::ResourceExhausted => ErrorKind::Overloaded,
-        Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Timeout,
-        Code::Unimplemented => ErrorKind::Unimplemented,
-        Code::Ok
-        | Code::Unknown
-        | Code::AlreadyExists
-        | Code::PermissionDenied
-        | Code::Aborted
-        | Code::Internal
-        | Code::DataLoss
-        | Code::Unauthenticated => ErrorKind::Internal,
-    };
-    kind.as_str()
-}
-
-/// Records how an inference call ended (with its response's size) and passes the result on.
-pub fn finish<T: prost::Message>(
-    record: quiver_telemetry::RequestRecord,
-    result: Result<T, Status>,
-) -> Result<T, Status> {
-    match &result {
-        Ok(response) => record.finish(Ok(response.encoded_len())),
-        Err(status) => record.finish(Err(outcome_of(status.code()))),
-    }
-    result
-}
-
-/// A core error as a status.
+/// An error as a status.
 pub fn status(error: Error) -> Status {
     Status::new(code_of(error.kind), error.message)
 }
 
-/// An INVALID_ARGUMENT status.
-pub fn invalid(message: impl Into<String>) -> Status {
-    Status::invalid_argument(message)
+/// An [`ErrorKind::InvalidInput`] error: the request is the client's mistake.
+pub fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid(message)
 }
 
 /// tonic answers an over-limit message with OUT_OF_RANGE and an undecodable one with INTERNAL;

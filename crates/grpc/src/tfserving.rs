@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use prost::Message as _;
+use quiver_core::serve::{self, Decoded, Encoded, Target};
 use quiver_core::{
-    Inference, LoadedVersion, ModelManager, NamedTensor, Task, TensorSpec, VersionSelector,
+    Error, Inference, LoadedVersion, ModelManager, NamedTensor, Task, TensorSpec, VersionSelector,
     VersionState,
 };
 use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, f16, raw};
 use tonic::{Request, Response, Status};
 
-use crate::narrow;
 use crate::status::{invalid, status};
 use crate::tensorflow::serving::model_service_server::ModelService;
 use crate::tensorflow::serving::model_spec::VersionChoice;
@@ -21,12 +22,13 @@ use crate::tensorflow::serving::model_version_status::State;
 use crate::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
-    GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, ModelSpec,
+    GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, Input, ModelSpec,
     ModelVersionStatus, PredictRequest, PredictResponse, RegressionRequest, RegressionResponse,
     SignatureDefMap, StatusProto,
 };
 use crate::tensorflow::{self as tf, TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
-use quiver_telemetry::{Protocol, RequestRecord, Stage};
+use crate::{deadline, narrow};
+use quiver_telemetry::{Protocol, RequestRecord};
 
 /// TF Serving's one signature name for models without named signatures.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -44,17 +46,24 @@ impl TfServing {
     }
 
     fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<LoadedVersion>, Status> {
-        let spec = spec.ok_or_else(|| invalid("the request has no model_spec"))?;
-        if spec.name.is_empty() {
-            return Err(invalid("model_spec.name is empty"));
-        }
-        let selector = selector_of(spec)?;
-        self.models.get(&spec.name, &selector).map_err(status)
+        let target = target_of(spec).map_err(status)?;
+        self.models
+            .get(target.model, &target.version)
+            .map_err(status)
     }
 }
 
+/// The version a request's `model_spec` names.
+fn target_of(spec: Option<&ModelSpec>) -> Result<Target<'_>, Error> {
+    let spec = spec.ok_or_else(|| invalid("the request has no model_spec"))?;
+    if spec.name.is_empty() {
+        return Err(invalid("model_spec.name is empty"));
+    }
+    Ok(Target::new(&spec.name, selector_of(spec)?))
+}
+
 /// The version a spec asks for: a number, a label, or (neither) the latest.
-fn selector_of(spec: &ModelSpec) -> Result<VersionSelector, Status> {
+fn selector_of(spec: &ModelSpec) -> Result<VersionSelector, Error> {
     match &spec.version_choice {
         None => Ok(VersionSelector::Latest),
         Some(VersionChoice::Version(v)) => u64::try_from(*v)
@@ -66,7 +75,7 @@ fn selector_of(spec: &ModelSpec) -> Result<VersionSelector, Status> {
     }
 }
 
-fn check_signature(spec: Option<&ModelSpec>, model: &str) -> Result<(), Status> {
+fn check_signature(spec: Option<&ModelSpec>, model: &str) -> Result<(), Error> {
     match spec.map(|s| s.signature_name.as_str()) {
         None | Some("" | DEFAULT_SIGNATURE) => Ok(()),
         Some(other) => Err(invalid(format!(
@@ -111,7 +120,7 @@ fn from_tf_dtype(code: i32) -> Option<DataType> {
 }
 
 /// A request's TensorProto as a tensor: typed `*_val` fields or packed `tensor_content`.
-pub fn from_proto(name: &str, mut proto: TensorProto) -> Result<Tensor, Status> {
+pub fn from_proto(name: &str, mut proto: TensorProto) -> Result<Tensor, Error> {
     let err = |m: String| invalid(format!("input '{name}': {m}"));
     let dtype = from_tf_dtype(proto.dtype).ok_or_else(|| {
         let tf_name =
@@ -138,7 +147,7 @@ pub fn from_proto(name: &str, mut proto: TensorProto) -> Result<Tensor, Status> 
                 ))
             })
         })
-        .collect::<Result<Vec<usize>, Status>>()?;
+        .collect::<Result<Vec<usize>, Error>>()?;
     let count = element_count(&shape)
         .ok_or_else(|| err(format!("shape {shape:?} has too many elements")))?;
     let data = if !proto.tensor_content.is_empty() && dtype != DataType::String {
@@ -223,84 +232,120 @@ fn tf_state(state: VersionState) -> State {
 }
 
 impl TfServing {
-    async fn predict_recorded(
+    async fn serve_predict(
         &self,
         request: PredictRequest,
-        deadline: Option<std::time::Instant>,
-        record: &mut RequestRecord,
+        deadline: Option<Instant>,
     ) -> Result<PredictResponse, Status> {
-        let loaded = self.resolve(request.model_spec.as_ref())?;
-        record.served_by(loaded.metrics());
-        check_signature(request.model_spec.as_ref(), loaded.name())?;
+        let record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
+        let output_filter = &request.output_filter;
+        serve::infer(
+            &self.models,
+            target_of(request.model_spec.as_ref()),
+            record,
+            |loaded| {
+                check_signature(request.model_spec.as_ref(), loaded.name())?;
+                if request.inputs.is_empty() {
+                    return Err(invalid("the request has no inputs"));
+                }
+                if let Some(wanted) = output_filter
+                    .iter()
+                    .find(|wanted| loaded.signature().output_index(wanted).is_none())
+                {
+                    return Err(invalid(format!(
+                        "output_filter names '{wanted}', which is not an output of model '{}'",
+                        loaded.name()
+                    )));
+                }
+                let inputs = request
+                    .inputs
+                    .into_iter()
+                    .map(|(name, proto)| {
+                        let tensor = from_proto(&name, proto)?;
+                        Ok(NamedTensor::new(name, tensor))
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
+                Ok(Decoded {
+                    inputs,
+                    deadline,
+                    plan: (),
+                })
+            },
+            |loaded, inference, (), _| {
+                let outputs = inference
+                    .outputs
+                    .into_iter()
+                    .filter(|o| output_filter.is_empty() || output_filter.contains(&o.name))
+                    .map(|o| {
+                        let proto = to_proto(&o.tensor);
+                        (o.name, proto)
+                    })
+                    .collect();
+                let response = PredictResponse {
+                    model_spec: Some(answered_spec(loaded, DEFAULT_SIGNATURE)),
+                    outputs,
+                };
+                let bytes = response.encoded_len();
+                Ok(Encoded::new(response, bytes))
+            },
+        )
+        .await
+        .map_err(status)
+    }
 
-        if request.inputs.is_empty() {
-            return Err(invalid("the request has no inputs"));
-        }
-        let inputs = request
-            .inputs
-            .into_iter()
-            .map(|(name, proto)| Ok(NamedTensor::new(name.clone(), from_proto(&name, proto)?)))
-            .collect::<Result<Vec<_>, Status>>()?;
-        for wanted in &request.output_filter {
-            if loaded.signature().output_index(wanted).is_none() {
-                return Err(invalid(format!(
-                    "output_filter names '{wanted}', which is not an output of model '{}'",
-                    loaded.name()
-                )));
-            }
-        }
-        record.stage_done(Stage::Preprocess);
-        let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
-        record.measured(
-            inference.preprocess,
-            inference.queued,
-            inference.compute,
-            inference.postprocess,
-        );
-        let outputs: HashMap<String, TensorProto> = inference
-            .outputs
-            .into_iter()
-            .filter(|o| request.output_filter.is_empty() || request.output_filter.contains(&o.name))
-            .map(|o| {
-                let proto = to_proto(&o.tensor);
-                (o.name, proto)
-            })
-            .collect();
-        record.stage_done(Stage::Encode);
-        Ok(PredictResponse {
-            model_spec: Some(answered_spec(&loaded, DEFAULT_SIGNATURE)),
-            outputs,
-        })
+    /// Classify or Regress: the examples as the model's inputs, then `answer` of the results of
+    /// the model's `task` output.
+    async fn examples<R: ExamplesRequest, T: prost::Message>(
+        &self,
+        request: Request<R>,
+        task: Task,
+        answer: impl FnOnce(&LoadedVersion, &Inference) -> Result<T, Error>,
+    ) -> Result<Response<T>, Status> {
+        let deadline = deadline::from_metadata(request.metadata());
+        let request = request.into_inner();
+        let record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
+        let (spec, input) = request.into_parts();
+        serve::infer(
+            &self.models,
+            target_of(spec.as_ref()),
+            record,
+            |loaded| {
+                check_signature(spec.as_ref(), loaded.name())?;
+                loaded.check_task(task)?;
+                let (context, examples) = crate::examples::examples_of(input)?;
+                Ok(Decoded {
+                    inputs: loaded.examples_to_inputs(&context, &examples)?,
+                    deadline,
+                    plan: (),
+                })
+            },
+            |loaded, inference, (), stages| {
+                let response = answer(loaded, &inference)?;
+                stages.postprocessed();
+                let bytes = response.encoded_len();
+                Ok(Encoded::new(response, bytes))
+            },
+        )
+        .await
+        .map(Response::new)
+        .map_err(status)
     }
 }
 
-impl TfServing {
-    /// Classify or Regress: the examples as the model's inputs, then its task output's results.
-    async fn examples_recorded(
-        &self,
-        spec: Option<&ModelSpec>,
-        input: Option<crate::tensorflow::serving::Input>,
-        task: Task,
-        deadline: Option<std::time::Instant>,
-        record: &mut RequestRecord,
-    ) -> Result<(Arc<LoadedVersion>, Inference), Status> {
-        let loaded = self.resolve(spec)?;
-        record.served_by(loaded.metrics());
-        check_signature(spec, loaded.name())?;
-        loaded.check_task(task).map_err(status)?;
-        let (context, examples) = crate::examples::examples_of(input)?;
-        let inputs = loaded
-            .examples_to_inputs(&context, &examples)
-            .map_err(status)?;
-        record.stage_done(Stage::Preprocess);
-        let inference = loaded.infer_timed(inputs, deadline).await.map_err(status)?;
-        record.measured(
-            inference.preprocess,
-            inference.queued,
-            inference.compute,
-            inference.postprocess,
-        );
-        Ok((loaded, inference))
+/// `ClassificationRequest` and `RegressionRequest`: a model spec and examples.
+trait ExamplesRequest: prost::Message {
+    fn into_parts(self) -> (Option<ModelSpec>, Option<Input>);
+}
+
+impl ExamplesRequest for ClassificationRequest {
+    fn into_parts(self) -> (Option<ModelSpec>, Option<Input>) {
+        (self.model_spec, self.input)
+    }
+}
+
+impl ExamplesRequest for RegressionRequest {
+    fn into_parts(self) -> (Option<ModelSpec>, Option<Input>) {
+        (self.model_spec, self.input)
     }
 }
 
@@ -310,67 +355,38 @@ impl PredictionService for TfServing {
         &self,
         request: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
-        let deadline = crate::deadline::from_metadata(request.metadata());
-        let request = request.into_inner();
-        let mut record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
-        let result = async {
-            let (loaded, inference) = self
-                .examples_recorded(
-                    request.model_spec.as_ref(),
-                    request.input,
-                    Task::Classification,
-                    deadline,
-                    &mut record,
-                )
-                .await?;
-            let results = loaded.classification(&inference).map_err(status)?;
-            record.stage_done(Stage::Postprocess);
-            Ok(ClassificationResponse {
-                model_spec: Some(answered_spec(&loaded, DEFAULT_SIGNATURE)),
-                result: Some(crate::examples::classification_result(results)),
-            })
-        }
-        .await;
-        crate::status::finish(record, result).map(Response::new)
+        self.examples(request, Task::Classification, |loaded, inference| {
+            let results = loaded.classification(inference)?;
+            Ok(crate::examples::classification_response(
+                answered_spec(loaded, DEFAULT_SIGNATURE),
+                results,
+            ))
+        })
+        .await
     }
 
     async fn regress(
         &self,
         request: Request<RegressionRequest>,
     ) -> Result<Response<RegressionResponse>, Status> {
-        let deadline = crate::deadline::from_metadata(request.metadata());
-        let request = request.into_inner();
-        let mut record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
-        let result = async {
-            let (loaded, inference) = self
-                .examples_recorded(
-                    request.model_spec.as_ref(),
-                    request.input,
-                    Task::Regression,
-                    deadline,
-                    &mut record,
-                )
-                .await?;
-            let values = loaded.regression(&inference).map_err(status)?;
-            record.stage_done(Stage::Postprocess);
-            Ok(RegressionResponse {
-                model_spec: Some(answered_spec(&loaded, DEFAULT_SIGNATURE)),
-                result: Some(crate::examples::regression_result(values)),
-            })
-        }
-        .await;
-        crate::status::finish(record, result).map(Response::new)
+        self.examples(request, Task::Regression, |loaded, inference| {
+            let values = loaded.regression(inference)?;
+            Ok(crate::examples::regression_response(
+                answered_spec(loaded, DEFAULT_SIGNATURE),
+                values,
+            ))
+        })
+        .await
     }
 
     async fn predict(
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
-        let deadline = crate::deadline::from_metadata(request.metadata());
-        let request = request.into_inner();
-        let mut record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
-        let result = self.predict_recorded(request, deadline, &mut record).await;
-        crate::status::finish(record, result).map(Response::new)
+        let deadline = deadline::from_metadata(request.metadata());
+        self.serve_predict(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
     }
 
     async fn get_model_metadata(
@@ -380,18 +396,18 @@ impl PredictionService for TfServing {
         let request = request.into_inner();
         let loaded = self.resolve(request.model_spec.as_ref())?;
         if request.metadata_field.is_empty() {
-            return Err(invalid(
+            return Err(status(invalid(
                 "metadata_field is empty; ask for \"signature_def\"",
-            ));
+            )));
         }
         if let Some(other) = request
             .metadata_field
             .iter()
             .find(|f| *f != "signature_def")
         {
-            return Err(invalid(format!(
+            return Err(status(invalid(format!(
                 "metadata field '{other}' is not supported; ask for \"signature_def\""
-            )));
+            ))));
         }
         let signature = loaded.signature();
         let def = tf::SignatureDef {
@@ -429,15 +445,10 @@ impl ModelService for TfServing {
         request: Request<GetModelStatusRequest>,
     ) -> Result<Response<GetModelStatusResponse>, Status> {
         let request = request.into_inner();
-        let spec = request
-            .model_spec
-            .ok_or_else(|| invalid("the request has no model_spec"))?;
-        if spec.name.is_empty() {
-            return Err(invalid("model_spec.name is empty"));
-        }
+        let target = target_of(request.model_spec.as_ref()).map_err(status)?;
         let versions = self
             .models
-            .status_of(&spec.name, &selector_of(&spec)?)
+            .status_of(target.model, &target.version)
             .map_err(status)?;
         Ok(Response::new(GetModelStatusResponse {
             model_version_status: versions

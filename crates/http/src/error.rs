@@ -1,48 +1,57 @@
-//! Errors as HTTP responses: `{"error": "..."}` with the status code the protocol expects.
+//! Errors as HTTP responses: `{"error": "..."}` (the body shape of TF Serving and KServe V2,
+//! with `content-type: application/json`) and the status its [`ErrorKind`] maps to. Every error
+//! is made from a kind, so its status and its metrics outcome always agree.
 
 use axum::Json;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quiver_core::{Error, ErrorKind};
 
 use crate::json::tensor::DecodeError;
 
-/// An error answered as `{"error": message}` (the body shape of TF Serving and KServe V2).
-#[derive(Debug)]
+/// An error answered as `{"error": message}` with the status of its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Message for the client.
+    /// What went wrong; decides the status and the `outcome` label of metrics.
+    pub kind: ErrorKind,
+    /// Message for the client: it says what to fix.
     pub message: String,
-    /// The error kind's stable name (the `outcome` label of metrics).
-    pub outcome: &'static str,
 }
 
 impl ApiError {
-    /// An error with `status` and `message`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             message: message.into(),
-            outcome: outcome_of(status),
         }
     }
 
-    /// 400 Bad Request.
+    /// [`ErrorKind::InvalidInput`] (400).
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+        Self::new(ErrorKind::InvalidInput, message)
     }
 
-    /// 404 Not Found.
+    /// [`ErrorKind::NotFound`] (404).
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// The HTTP status of this error's kind.
+    pub fn status(&self) -> StatusCode {
+        status_of(self.kind)
     }
 }
 
-/// The HTTP status for each kind of core error (TF Serving's mapping of the gRPC codes).
+/// The HTTP status for each kind of error (TF Serving's mapping of the gRPC codes, and HTTP's
+/// own statuses for what only HTTP has); exhaustive, so a new kind cannot be forgotten.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::NotReady | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
@@ -52,27 +61,15 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
-/// The error kind an HTTP status stands for, for errors made here rather than in the core.
-fn outcome_of(status: StatusCode) -> &'static str {
-    let kind = match status.as_u16() {
-        404 => ErrorKind::NotFound,
-        429 => ErrorKind::Overloaded,
-        501 => ErrorKind::Unimplemented,
-        503 => ErrorKind::Unavailable,
-        504 => ErrorKind::Timeout,
-        400..=499 => ErrorKind::InvalidInput,
-        _ => ErrorKind::Internal,
-    };
-    kind.as_str()
-}
-
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        Self {
-            status: status_of(e.kind),
-            message: e.message,
-            outcome: e.kind.as_str(),
-        }
+        Self::new(e.kind, e.message)
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error::new(e.kind, e.message)
     }
 }
 
@@ -84,24 +81,27 @@ impl From<DecodeError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(status = self.status.as_u16(), message = %self.message, "request failed");
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), message = %self.message, "request failed");
         }
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        (status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
 }
 
-/// The error for a request body that could not be read (413 when over `--max-body-bytes`).
-pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
-    let status = rejection.status();
-    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "the request body is larger than the server's limit (--max-body-bytes)".to_owned()
-    } else {
-        format!("cannot read the request body: {rejection}")
-    };
-    ApiError::new(status, message)
+/// The error for a request body that could not be read: [`ErrorKind::TooLarge`] (413) when over
+/// `--max-body-bytes`.
+pub fn body_error(rejection: BytesRejection) -> ApiError {
+    if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) = rejection {
+        return ApiError::new(
+            ErrorKind::TooLarge,
+            "the request body is larger than the server's limit (--max-body-bytes)",
+        );
+    }
+    ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+}
+
+/// The request body, or the error [`body_error`] makes of a body that could not be read.
+pub fn body(body: Result<axum::body::Bytes, BytesRejection>) -> Result<axum::body::Bytes, Error> {
+    body.map_err(|rejection| body_error(rejection).into())
 }

@@ -4,10 +4,12 @@
 pub mod access;
 pub mod deadline;
 pub mod error;
+pub mod extract;
 pub mod json;
 pub mod kserve;
 pub mod metrics;
 pub mod openai;
+pub mod respond;
 pub mod tfserving;
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::get;
-use quiver_core::ModelManager;
+use quiver_core::{ErrorKind, ModelManager};
 
 use crate::error::ApiError;
 
@@ -42,6 +44,8 @@ pub fn app(state: AppState) -> Router {
         .merge(openai::routes())
         .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
+        // After every route: it applies to the routes registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::layer,
@@ -55,9 +59,21 @@ pub fn metrics_app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+/// A route that exists, asked with a method it does not take (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists the methods it takes",
+            uri.path()
+        ),
+    )
 }

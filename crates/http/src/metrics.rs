@@ -1,10 +1,8 @@
 //! `GET /metrics`: the Prometheus exposition, and the accounting of inference requests.
 
-use axum::body::HttpBody as _;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use quiver_telemetry::RequestRecord;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -18,26 +16,7 @@ pub async fn exposition(State(state): State<AppState>) -> Response {
         Some(exporter) => {
             ([(header::CONTENT_TYPE, CONTENT_TYPE)], exporter.render()).into_response()
         }
-        None => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "metrics are turned off (--metrics false)",
-        )
-        .into_response(),
-    }
-}
-
-/// Records how an inference request ended and turns the result into its response.
-pub fn finish(record: RequestRecord, result: Result<Response, ApiError>) -> Response {
-    match result {
-        Ok(response) => {
-            let bytes = response.body().size_hint().exact().unwrap_or(0);
-            record.finish(Ok(usize::try_from(bytes).unwrap_or(usize::MAX)));
-            response
-        }
-        Err(error) => {
-            record.finish(Err(error.outcome));
-            error.into_response()
-        }
+        None => ApiError::not_found("metrics are turned off (--metrics false)").into_response(),
     }
 }
 

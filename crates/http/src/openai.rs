@@ -7,22 +7,27 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
-use quiver_core::{NamedTensor, Tensor, TensorData, VersionSelector};
-use quiver_telemetry::{Protocol, RequestRecord, Stage};
+use quiver_core::serve::{self, Decoded, Encoded, Stages, Target};
+use quiver_core::{
+    Error, ErrorKind, Inference, LoadedVersion, NamedTensor, Tensor, TensorData, VersionSelector,
+};
+use quiver_telemetry::{Protocol, RequestRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::error::{ApiError, body_error};
+use crate::error::{self, status_of};
 use crate::metrics::body_len;
+use crate::{AppState, respond};
 
 /// The route.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/embeddings", post(embeddings))
+    Router::new()
+        .route("/v1/embeddings", post(embeddings))
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 #[derive(Deserialize)]
@@ -48,36 +53,83 @@ enum Input {
     Many(Vec<String>),
 }
 
+/// A request's parts that matter once it has been read.
+struct Embed {
+    model: String,
+    texts: Vec<String>,
+    base64: bool,
+    dimensions: Option<usize>,
+}
+
+/// What the answer needs of the request.
+struct Plan {
+    output: String,
+    rows: usize,
+    base64: bool,
+    dimensions: Option<usize>,
+}
+
 async fn embeddings(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut record = RequestRecord::start(Protocol::OpenaiRest, body_len(&body));
-    match run(&state, body, &mut record).await {
-        Ok(json) => {
-            record.finish(Ok(json.len()));
-            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
-        }
-        Err(error) => {
-            record.finish(Err(error.outcome));
-            openai_error(error)
-        }
+    let record = RequestRecord::start(Protocol::OpenaiRest, body_len(&body));
+    let (model, texts, base64, dimensions) = match read(&state, body) {
+        Ok(r) => (Ok(r.model), r.texts, r.base64, r.dimensions),
+        Err(e) => (Err(e), Vec::new(), false, None),
+    };
+    let target = match &model {
+        Ok(model) => Ok(Target::latest(model)),
+        Err(e) => Err(e.clone()),
+    };
+    let result = serve::infer(
+        &state.models,
+        target,
+        record,
+        |loaded| {
+            let Some((input, output)) = loaded.pipeline().and_then(|p| p.embedding()) else {
+                return Err(Error::invalid(format!(
+                    "model '{}' does not make text embeddings: its config.toml needs an [inputs.NAME.text] section and an output with pool = \"mean\" or \"cls\"",
+                    loaded.name()
+                )));
+            };
+            let rows = texts.len();
+            let tensor = Tensor::new(
+                vec![rows],
+                TensorData::String(texts.into_iter().map(String::into_bytes).collect()),
+            )
+            .map_err(Error::internal)?;
+            Ok(Decoded {
+                inputs: vec![NamedTensor::new(input, tensor)],
+                deadline: crate::deadline::from_headers(&headers)?,
+                plan: Plan {
+                    output: output.to_owned(),
+                    rows,
+                    base64,
+                    dimensions,
+                },
+            })
+        },
+        encode,
+    )
+    .await;
+    match result {
+        Ok(response) => response,
+        Err(error) => openai_error(error),
     }
 }
 
-async fn run(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-    record: &mut RequestRecord,
-) -> Result<Vec<u8>, ApiError> {
-    let body = body.map_err(body_error)?;
+/// Reads the body: its model (or the only one that makes embeddings), texts and options.
+fn read(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Embed, Error> {
+    let body = error::body(body)?;
     let request: EmbeddingsRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+        .map_err(|e| Error::invalid(format!("invalid request: {e}")))?;
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "encoding_format '{other}' is not one of float, base64"
             )));
         }
@@ -87,54 +139,42 @@ async fn run(
         Input::Many(texts) => texts,
     };
     if texts.is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "input is empty; send a string or a list of strings",
         ));
     }
-    let name = match request.model {
+    let model = match request.model {
         Some(name) => name,
         None => only_embedding_model(state)?,
     };
-    let loaded = state.models.get(&name, &VersionSelector::Latest)?;
-    record.served_by(loaded.metrics());
-    let Some((input, output)) = loaded.pipeline().and_then(|p| p.embedding()) else {
-        return Err(ApiError::bad_request(format!(
-            "model '{name}' does not make text embeddings: its config.toml needs an [inputs.NAME.text] section and an output with pool = \"mean\" or \"cls\""
-        )));
-    };
-    let (input, output) = (input.to_owned(), output.to_owned());
-    let n = texts.len();
-    let tensor = Tensor::new(
-        vec![n],
-        TensorData::String(texts.into_iter().map(String::into_bytes).collect()),
-    )
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    record.stage_done(Stage::Preprocess);
-    let inference = loaded
-        .infer_timed(vec![NamedTensor::new(input, tensor)], None)
-        .await?;
-    record.measured(
-        inference.preprocess,
-        inference.queued,
-        inference.compute,
-        inference.postprocess,
-    );
+    Ok(Embed {
+        model,
+        texts,
+        base64,
+        dimensions: request.dimensions,
+    })
+}
+
+fn encode(
+    loaded: &LoadedVersion,
+    inference: Inference,
+    plan: Plan,
+    _: &mut Stages<'_>,
+) -> Result<Encoded<Response>, Error> {
+    let name = loaded.name();
     let embedding = inference
         .outputs
         .iter()
-        .find(|o| o.name == output)
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no embedding output"))?;
+        .find(|o| o.name == plan.output)
+        .ok_or_else(|| Error::internal("no embedding output"))?;
     let TensorData::F32(values) = embedding.tensor.data() else {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the embedding output is not FP32",
-        ));
+        return Err(Error::internal("the embedding output is not FP32"));
     };
-    let dim = values.len() / n.max(1);
-    if let Some(wanted) = request.dimensions
+    let dim = values.len() / plan.rows.max(1);
+    if let Some(wanted) = plan.dimensions
         && wanted != dim
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "model '{name}' makes {dim}-dimensional embeddings; dimensions = {wanted} cannot be served"
         )));
     }
@@ -142,7 +182,7 @@ async fn run(
         .chunks_exact(dim.max(1))
         .enumerate()
         .map(|(index, row)| {
-            let embedding = if base64 {
+            let embedding = if plan.base64 {
                 let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
                 json!(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
@@ -151,19 +191,16 @@ async fn run(
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    let response = json!({
+    respond::json_value(&json!({
         "object": "list",
         "data": data,
         "model": name,
         "usage": {"prompt_tokens": inference.tokens, "total_tokens": inference.tokens},
-    });
-    record.stage_done(Stage::Encode);
-    serde_json::to_vec(&response)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }))
 }
 
 /// Without `model`: the one loaded model that makes embeddings (as TEI serves one model).
-fn only_embedding_model(state: &AppState) -> Result<String, ApiError> {
+fn only_embedding_model(state: &AppState) -> Result<String, Error> {
     let found: Vec<String> = state
         .models
         .model_names()
@@ -177,27 +214,38 @@ fn only_embedding_model(state: &AppState) -> Result<String, ApiError> {
         .collect();
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(ApiError::not_found("no loaded model makes text embeddings")),
-        _ => Err(ApiError::bad_request(format!(
+        [] => Err(Error::not_found("no loaded model makes text embeddings")),
+        _ => Err(Error::invalid(format!(
             "say which model: 'model' is one of '{}'",
             found.join("', '")
         ))),
     }
 }
 
-fn openai_error(error: ApiError) -> Response {
-    let kind = match error.status.as_u16() {
-        400..=499 => "invalid_request_error",
-        _ => "server_error",
+/// An error in OpenAI's shape, which its clients read.
+fn openai_error(error: Error) -> Response {
+    let status = status_of(error.kind);
+    let kind = if status.is_client_error() {
+        "invalid_request_error"
+    } else {
+        "server_error"
     };
-    if error.status.is_server_error() {
-        tracing::error!(status = error.status.as_u16(), message = %error.message, "request failed");
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), message = %error.message, "request failed");
     }
     (
-        error.status,
+        status,
         axum::Json(json!({
-            "error": {"message": error.message, "type": kind, "param": null, "code": error.outcome}
+            "error": {"message": error.message, "type": kind, "param": null, "code": error.kind.as_str()}
         })),
     )
         .into_response()
+}
+
+/// A route that exists, asked with a method it does not take, answered in OpenAI's shape.
+async fn method_not_allowed(method: Method) -> Response {
+    openai_error(Error::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{method} is not allowed on /v1/embeddings; use POST"),
+    ))
 }

@@ -5,41 +5,37 @@
 use std::borrow::Cow;
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use quiver_core::{NamedTensor, Tensor, TensorData};
-use quiver_telemetry::{Protocol, RequestRecord, Stage};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use quiver_core::serve::{self, Decoded, Target};
+use quiver_core::{Error, ErrorKind, LoadedVersion, NamedTensor, Tensor, TensorData};
+use quiver_telemetry::{Protocol, RequestRecord};
 
 use super::codec::{ResponseOutput, encode_infer};
-use super::resolve;
-use crate::AppState;
-use crate::error::{ApiError, body_error};
-use crate::metrics::{body_len, finish};
+use crate::extract::ApiPath;
+use crate::metrics::body_len;
+use crate::{AppState, error, respond};
 
 /// The route for the latest version.
 pub async fn infer_image(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
-    let result = run(&state, &name, None, &headers, body, &mut record).await;
-    finish(record, result)
+    run(&state, &name, None, &headers, body).await
 }
 
 /// The route for one version.
 pub async fn infer_image_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
-    let result = run(&state, &name, Some(&version), &headers, body, &mut record).await;
-    finish(record, result)
+    run(&state, &name, Some(&version), &headers, body).await
 }
 
 async fn run(
@@ -48,67 +44,88 @@ async fn run(
     version: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    record: &mut RequestRecord,
-) -> Result<Response, ApiError> {
+) -> Response {
+    let record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
+    // The body's format is checked first: a JSON request sent here is a wrong route, whatever
+    // the model.
+    let target = check_content_type(headers, name).and_then(|()| Target::parse(name, version));
+    let result = serve::infer(
+        &state.models,
+        target,
+        record,
+        |loaded| {
+            let body = error::body(body)?;
+            let input = image_input(loaded)?.to_owned();
+            let tensor = Tensor::new(vec![1], TensorData::String(vec![body.to_vec()]))
+                .map_err(Error::internal)?;
+            Ok(Decoded {
+                inputs: vec![NamedTensor::new(input, tensor)],
+                deadline: crate::deadline::from_headers(headers)?,
+                plan: (),
+            })
+        },
+        |loaded, inference, (), _| {
+            let outputs: Vec<ResponseOutput<'_>> = inference
+                .outputs
+                .iter()
+                .map(|output| ResponseOutput {
+                    output: Cow::Borrowed(output),
+                    binary: false,
+                })
+                .collect();
+            let (json, _) = encode_infer(loaded.name(), loaded.version(), None, &outputs);
+            Ok(respond::json(json))
+        },
+    )
+    .await;
+    respond::response(result)
+}
+
+fn check_content_type(headers: &HeaderMap, name: &str) -> Result<(), Error> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .unwrap_or_default();
+    if content_type
         .trim_start()
         .to_ascii_lowercase()
         .starts_with("image/")
     {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "this route takes an image as the body, with Content-Type image/* (got '{content_type}'); JSON requests go to /v2/models/{name}/infer"
-            ),
-        ));
+        return Ok(());
     }
-    let loaded = resolve(state, name, version)?;
-    record.served_by(loaded.metrics());
-    let inputs: Vec<&str> = loaded
-        .pipeline()
-        .map(|p| p.image_inputs().collect())
-        .unwrap_or_default();
-    let input = match inputs.as_slice() {
-        [one] => (*one).to_owned(),
-        [] => {
-            return Err(ApiError::bad_request(format!(
-                "model '{name}' takes no images: its config.toml has no [inputs.NAME.image] section"
-            )));
-        }
-        many => {
-            return Err(ApiError::bad_request(format!(
-                "model '{name}' has several image inputs ('{}'); send a V2 request naming them",
-                many.join("', '")
-            )));
-        }
+    let got = if content_type.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("'{content_type}'")
     };
-    let body = body.map_err(body_error)?;
-    let tensor = Tensor::new(vec![1], TensorData::String(vec![body.to_vec()]))
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let deadline = crate::deadline::from_headers(headers)?;
-    record.stage_done(Stage::Preprocess);
-    let inference = loaded
-        .infer_timed(vec![NamedTensor::new(input, tensor)], deadline)
-        .await?;
-    record.measured(
-        inference.preprocess,
-        inference.queued,
-        inference.compute,
-        inference.postprocess,
-    );
-    let outputs: Vec<ResponseOutput<'_>> = inference
-        .outputs
-        .iter()
-        .map(|output| ResponseOutput {
-            output: Cow::Borrowed(output),
-            binary: false,
-        })
-        .collect();
-    let (json, _) = encode_infer(loaded.name(), loaded.version(), None, &outputs);
-    record.stage_done(Stage::Encode);
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    Err(Error::new(
+        ErrorKind::UnsupportedMediaType,
+        format!(
+            "this route takes an image as the body, with Content-Type image/* (got {got}); JSON requests go to /v2/models/{name}/infer"
+        ),
+    ))
+}
+
+/// The model's one image input.
+fn image_input(loaded: &LoadedVersion) -> Result<&str, Error> {
+    let mut inputs = loaded.pipeline().into_iter().flat_map(|p| p.image_inputs());
+    match (inputs.next(), inputs.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(Error::invalid(format!(
+            "model '{}' takes no images: its config.toml has no [inputs.NAME.image] section",
+            loaded.name()
+        ))),
+        (Some(_), Some(_)) => {
+            let all: Vec<&str> = loaded
+                .pipeline()
+                .into_iter()
+                .flat_map(|p| p.image_inputs())
+                .collect();
+            Err(Error::invalid(format!(
+                "model '{}' has several image inputs ('{}'); send a V2 request naming them",
+                loaded.name(),
+                all.join("', '")
+            )))
+        }
+    }
 }

@@ -9,21 +9,23 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::borrow::Cow;
 
-use quiver_core::{Inference, LoadedVersion, TensorSpec, VersionSelector, VersionState};
+use quiver_core::serve::{self, Decoded, Encoded, Stages, Target, check_outputs_unique};
+use quiver_core::{Error, Inference, LoadedVersion, TensorSpec, VersionState};
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::error::{ApiError, body_error};
-use crate::metrics::{body_len, finish};
-use codec::{ResponseOutput, decode_infer, encode_infer};
-use quiver_telemetry::{Protocol, RequestRecord, Stage};
+use crate::error::{self, ApiError};
+use crate::extract::ApiPath;
+use crate::metrics::body_len;
+use crate::{AppState, respond};
+use codec::{RequestedOutput, ResponseOutput, decode_infer, encode_infer};
+use quiver_telemetry::{Protocol, RequestRecord};
 
 /// Triton's header giving the length of the JSON part of a body with binary data.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -96,28 +98,25 @@ async fn ready(State(state): State<AppState>) -> StatusCode {
     }
 }
 
-pub(crate) fn resolve(
+fn resolve(
     state: &AppState,
     name: &str,
     version: Option<&str>,
 ) -> Result<Arc<LoadedVersion>, ApiError> {
-    let selector = match version {
-        None => VersionSelector::Latest,
-        Some(text) => VersionSelector::parse(text)?,
-    };
-    Ok(state.models.get(name, &selector)?)
+    let target = Target::parse(name, version)?;
+    Ok(state.models.get(target.model, &target.version)?)
 }
 
 async fn model_metadata(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     metadata(&state, &name, None)
 }
 
 async fn model_metadata_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     metadata(&state, &name, Some(&version))
 }
@@ -148,21 +147,21 @@ fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Result<Respo
 
 async fn model_ready(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     resolve(&state, &name, None).map(|_| StatusCode::OK)
 }
 
 async fn model_ready_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     resolve(&state, &name, Some(&version)).map(|_| StatusCode::OK)
 }
 
 async fn model_config(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let loaded = resolve(&state, &name, None)?;
     Ok(axum::Json(config_json(&loaded)).into_response())
@@ -170,7 +169,7 @@ async fn model_config(
 
 async fn model_config_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let loaded = resolve(&state, &name, Some(&version))?;
     Ok(axum::Json(config_json(&loaded)).into_response())
@@ -212,38 +211,97 @@ pub fn config_json(loaded: &LoadedVersion) -> Value {
 
 async fn infer(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
-    let result = resolve_and_infer(&state, &name, None, &headers, body, &mut record).await;
-    finish(record, result)
+    run_infer(&state, Target::parse(&name, None), &headers, body).await
 }
 
 async fn infer_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
-    let result =
-        resolve_and_infer(&state, &name, Some(&version), &headers, body, &mut record).await;
-    finish(record, result)
+    run_infer(&state, Target::parse(&name, Some(&version)), &headers, body).await
 }
 
-async fn resolve_and_infer(
+/// What the answer needs of a V2 request.
+struct Plan {
+    id: Option<String>,
+    outputs: Vec<RequestedOutput>,
+    binary_output: bool,
+}
+
+async fn run_infer(
     state: &AppState,
-    name: &str,
-    version: Option<&str>,
+    target: Result<Target<'_>, Error>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    record: &mut RequestRecord,
-) -> Result<Response, ApiError> {
-    let loaded = resolve(state, name, version)?;
-    record.served_by(loaded.metrics());
-    run_infer(&loaded, headers, &body.map_err(body_error)?, record).await
+) -> Response {
+    let record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
+    let result = serve::infer(
+        &state.models,
+        target,
+        record,
+        |_| decode(headers, body),
+        encode,
+    )
+    .await;
+    respond::response(result)
+}
+
+fn decode(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Decoded<Plan>, Error> {
+    let body = error::body(body)?;
+    let (json, binary) = split_body(headers, &body)?;
+    let request = decode_infer(json, binary).map_err(ApiError::from)?;
+    check_outputs_unique(request.outputs.iter().map(|o| o.name.as_str()))?;
+    let deadline = crate::deadline::earliest(
+        crate::deadline::from_headers(headers)?,
+        request
+            .timeout_us
+            .and_then(|us| crate::deadline::after(std::time::Duration::from_micros(us))),
+    );
+    Ok(Decoded {
+        inputs: request.inputs,
+        deadline,
+        plan: Plan {
+            id: request.id,
+            outputs: request.outputs,
+            binary_output: request.binary_output,
+        },
+    })
+}
+
+fn encode(
+    loaded: &LoadedVersion,
+    inference: Inference,
+    plan: Plan,
+    stages: &mut Stages<'_>,
+) -> Result<Encoded<Response>, Error> {
+    let selected = select_outputs(loaded, &inference, &plan.outputs, plan.binary_output)?;
+    stages.postprocessed();
+    let (mut json, binary) = encode_infer(
+        loaded.name(),
+        loaded.version(),
+        plan.id.as_deref(),
+        &selected,
+    );
+    if binary.is_empty() && selected.iter().all(|o| !o.binary) {
+        return Ok(respond::json(json));
+    }
+    let json_len = json.len();
+    json.extend_from_slice(&binary);
+    let bytes = json.len();
+    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], json).into_response();
+    response
+        .headers_mut()
+        .insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    Ok(Encoded::new(response, bytes))
 }
 
 /// Splits a body into its JSON header and binary data by `Inference-Header-Content-Length`.
@@ -267,56 +325,13 @@ fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a 
     Ok(body.split_at(length))
 }
 
-async fn run_infer(
-    loaded: &LoadedVersion,
-    headers: &HeaderMap,
-    body: &[u8],
-    record: &mut RequestRecord,
-) -> Result<Response, ApiError> {
-    let (json, binary) = split_body(headers, body)?;
-    let request = decode_infer(json, binary)?;
-    let deadline = crate::deadline::earliest(
-        crate::deadline::from_headers(headers)?,
-        request
-            .timeout_us
-            .and_then(|us| crate::deadline::after(std::time::Duration::from_micros(us))),
-    );
-    record.stage_done(Stage::Preprocess);
-    let inference = loaded.infer_timed(request.inputs, deadline).await?;
-    record.measured(
-        inference.preprocess,
-        inference.queued,
-        inference.compute,
-        inference.postprocess,
-    );
-    let selected = select_outputs(loaded, &inference, &request.outputs, request.binary_output)?;
-    record.stage_done(Stage::Postprocess);
-    let (mut json, binary) = encode_infer(
-        loaded.name(),
-        loaded.version(),
-        request.id.as_deref(),
-        &selected,
-    );
-    record.stage_done(Stage::Encode);
-    if binary.is_empty() && selected.iter().all(|o| !o.binary) {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
-    }
-    let json_len = json.len();
-    json.extend_from_slice(&binary);
-    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], json).into_response();
-    response
-        .headers_mut()
-        .insert(HEADER_LENGTH, HeaderValue::from(json_len));
-    Ok(response)
-}
-
 /// The outputs a request asked for, in its order (all, in the model's order, when it named none).
 pub fn select_outputs<'a>(
     loaded: &LoadedVersion,
     inference: &'a Inference,
     requested: &[codec::RequestedOutput],
     binary_default: bool,
-) -> Result<Vec<ResponseOutput<'a>>, ApiError> {
+) -> Result<Vec<ResponseOutput<'a>>, Error> {
     if requested.is_empty() {
         return Ok(inference
             .outputs

@@ -3,14 +3,15 @@
 //! `POST /v2/repository/models/NAME/unload`.
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, body_error};
+use crate::extract::ApiPath;
 
 #[derive(Deserialize, Default)]
 struct IndexRequest {
@@ -67,7 +68,7 @@ pub(super) async fn index(
 
 pub(super) async fn load(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: ControlRequest = optional_json(body)?;
@@ -89,7 +90,7 @@ pub(super) async fn load(
 
 pub(super) async fn unload(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let _: ControlRequest = optional_json(body)?;

@@ -5,18 +5,22 @@ pub mod examples;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use quiver_core::{LoadedVersion, Task, TensorSpec, VersionSelector, VersionStatus};
+use quiver_core::serve::{self, Decoded, Encoded, Stages};
+use quiver_core::{
+    Error, ErrorKind, Inference, LoadedVersion, Task, TensorSpec, VersionSelector, VersionStatus,
+};
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::error::{ApiError, body_error};
-use crate::metrics::{body_len, finish};
-use quiver_telemetry::{Protocol, RequestRecord, Stage};
+use crate::error::{self, ApiError};
+use crate::extract::ApiPath;
+use crate::metrics::body_len;
+use crate::{AppState, respond};
+use quiver_telemetry::{Protocol, RequestRecord};
 
 /// TF Serving's one signature name for models without named signatures.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
@@ -84,144 +88,150 @@ fn parse_route(rest: &str) -> Option<Route> {
 
 async fn dispatch(
     State(state): State<AppState>,
-    Path(rest): Path<String>,
+    ApiPath(rest): ApiPath<String>,
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let route = match parse_route(&rest) {
-        Some(route) => route,
-        None => {
-            return ApiError::not_found(format!(
-                "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N|/labels/L][:predict|/metadata]"
-            ))
-            .into_response();
-        }
+    let Some(route) = parse_route(&rest) else {
+        return ApiError::not_found(format!(
+            "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N|/labels/L][:predict|:classify|:regress|/metadata]"
+        ))
+        .into_response();
     };
     let want = match route.target {
         Target::Status | Target::Metadata => Method::GET,
         Target::Predict | Target::Classify | Target::Regress => Method::POST,
     };
-    if method != want {
-        return ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed here; use {want}"),
-        )
-        .into_response();
+    // HEAD is GET without the body, as on every other route.
+    if method != want && !(want == Method::GET && method == Method::HEAD) {
+        let error = ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{method} is not allowed on /v1/models/{rest}; use {want}"),
+        );
+        return ([(header::ALLOW, want.as_str())], error).into_response();
     }
-    let selector = route.version.clone();
-    match route.target {
-        Target::Status => status(&state, &route.model, &route.version).into_response(),
-        Target::Metadata => state
-            .models
-            .get(&route.model, &selector)
-            .map(|loaded| json_response(&metadata_json(&loaded)))
-            .map_err(ApiError::from)
-            .into_response(),
-        Target::Predict | Target::Classify | Target::Regress => {
-            let mut record = RequestRecord::start(Protocol::TfservingRest, body_len(&body));
-            let result = inference(&state, &route, &selector, &headers, body, &mut record).await;
-            finish(record, result)
+    let Route {
+        model,
+        version,
+        target,
+    } = route;
+    let task = match target {
+        Target::Status => return status(&state, &model, &version).into_response(),
+        Target::Metadata => {
+            return state
+                .models
+                .get(&model, &version)
+                .map(|loaded| axum::Json(metadata_json(&loaded)).into_response())
+                .map_err(ApiError::from)
+                .into_response();
         }
-    }
+        Target::Predict => None,
+        Target::Classify => Some(Task::Classification),
+        Target::Regress => Some(Task::Regression),
+    };
+    let record = RequestRecord::start(Protocol::TfservingRest, body_len(&body));
+    let target = Ok(serve::Target::new(&model, version));
+    let result = match task {
+        None => {
+            serve::infer(
+                &state.models,
+                target,
+                record,
+                |loaded| decode_predict(loaded, &headers, body),
+                encode_predict,
+            )
+            .await
+        }
+        Some(task) => {
+            serve::infer(
+                &state.models,
+                target,
+                record,
+                |loaded| decode_examples(loaded, task, &headers, body),
+                encode_examples,
+            )
+            .await
+        }
+    };
+    respond::response(result)
 }
 
-/// `:predict`, `:classify` and `:regress`: the requests that reach a model.
-async fn inference(
-    state: &AppState,
-    route: &Route,
-    selector: &VersionSelector,
+fn decode_predict(
+    loaded: &LoadedVersion,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    record: &mut RequestRecord,
-) -> Result<Response, ApiError> {
-    let loaded = state.models.get(&route.model, selector)?;
-    record.served_by(loaded.metrics());
-    match route.target {
-        Target::Predict => {
-            let body = body.map_err(body_error)?;
-            let deadline = crate::deadline::from_headers(headers)?;
-            predict(&loaded, &body, deadline, record).await
-        }
-        Target::Classify | Target::Regress | Target::Status | Target::Metadata => {
-            let task = if route.target == Target::Classify {
-                Task::Classification
-            } else {
-                Task::Regression
-            };
-            loaded.check_task(task)?;
-            let body = body.map_err(body_error)?;
-            let deadline = crate::deadline::from_headers(headers)?;
-            classify_or_regress(&loaded, task, &body, deadline, record).await
-        }
-    }
+) -> Result<Decoded<codec::Format>, Error> {
+    let body = error::body(body)?;
+    let deadline = crate::deadline::from_headers(headers)?;
+    let images: Vec<&str> = loaded
+        .pipeline()
+        .map(|p| p.image_inputs().collect())
+        .unwrap_or_default();
+    let request =
+        codec::decode_predict(&body, loaded.signature(), &images).map_err(ApiError::from)?;
+    check_signature_name(loaded, request.signature_name.as_deref())?;
+    Ok(Decoded {
+        inputs: request.inputs,
+        deadline,
+        plan: request.format,
+    })
 }
 
-async fn classify_or_regress(
+fn encode_predict(
+    _: &LoadedVersion,
+    inference: Inference,
+    format: codec::Format,
+    _: &mut Stages<'_>,
+) -> Result<Encoded<Response>, Error> {
+    codec::encode_predict(format, &inference.outputs)
+        .map(respond::json)
+        .map_err(Error::invalid)
+}
+
+/// `:classify` and `:regress`.
+fn decode_examples(
     loaded: &LoadedVersion,
     task: Task,
-    body: &[u8],
-    deadline: Option<std::time::Instant>,
-    record: &mut RequestRecord,
-) -> Result<Response, ApiError> {
-    let request = examples::decode(body).map_err(ApiError::bad_request)?;
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Decoded<Task>, Error> {
+    let body = error::body(body)?;
+    loaded.check_task(task)?;
+    let deadline = crate::deadline::from_headers(headers)?;
+    let request = examples::decode(&body).map_err(Error::invalid)?;
     check_signature_name(loaded, request.signature_name.as_deref())?;
-    let inputs = loaded.examples_to_inputs(&request.context, &request.examples)?;
-    record.stage_done(Stage::Preprocess);
-    let inference = loaded.infer_timed(inputs, deadline).await?;
-    record.measured(
-        inference.preprocess,
-        inference.queued,
-        inference.compute,
-        inference.postprocess,
-    );
+    Ok(Decoded {
+        inputs: loaded.examples_to_inputs(&request.context, &request.examples)?,
+        deadline,
+        plan: task,
+    })
+}
+
+fn encode_examples(
+    loaded: &LoadedVersion,
+    inference: Inference,
+    task: Task,
+    stages: &mut Stages<'_>,
+) -> Result<Encoded<Response>, Error> {
     let body = match task {
         Task::Classification => examples::classification_json(&loaded.classification(&inference)?),
         Task::Regression => examples::regression_json(&loaded.regression(&inference)?),
     };
-    record.stage_done(Stage::Postprocess);
-    let response = json_response(&body);
-    record.stage_done(Stage::Encode);
-    Ok(response)
+    stages.postprocessed();
+    respond::json_value(&body)
 }
 
-fn check_signature_name(loaded: &LoadedVersion, name: Option<&str>) -> Result<(), ApiError> {
+fn check_signature_name(loaded: &LoadedVersion, name: Option<&str>) -> Result<(), Error> {
     match name {
         Some(name) if !name.is_empty() && name != DEFAULT_SIGNATURE => {
-            Err(ApiError::bad_request(format!(
+            Err(Error::invalid(format!(
                 "signature '{name}' not found in model '{}'; its only signature is '{DEFAULT_SIGNATURE}'",
                 loaded.name()
             )))
         }
         Some(_) | None => Ok(()),
     }
-}
-
-async fn predict(
-    loaded: &LoadedVersion,
-    body: &[u8],
-    deadline: Option<std::time::Instant>,
-    record: &mut RequestRecord,
-) -> Result<Response, ApiError> {
-    let images: Vec<&str> = loaded
-        .pipeline()
-        .map(|p| p.image_inputs().collect())
-        .unwrap_or_default();
-    let request = codec::decode_predict(body, loaded.signature(), &images)?;
-    check_signature_name(loaded, request.signature_name.as_deref())?;
-    record.stage_done(Stage::Preprocess);
-    let inference = loaded.infer_timed(request.inputs, deadline).await?;
-    record.measured(
-        inference.preprocess,
-        inference.queued,
-        inference.compute,
-        inference.postprocess,
-    );
-    record.stage_done(Stage::Postprocess);
-    let body =
-        codec::encode_predict(request.format, &inference.outputs).map_err(ApiError::bad_request)?;
-    record.stage_done(Stage::Encode);
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn status(state: &AppState, model: &str, selector: &VersionSelector) -> Result<Response, ApiError> {
@@ -237,7 +247,7 @@ fn status(state: &AppState, model: &str, selector: &VersionSelector) -> Result<R
             .collect::<serde_json::Map<_, _>>()
             .into();
     }
-    Ok(json_response(&body))
+    Ok(axum::Json(body).into_response())
 }
 
 fn version_status_json(v: &VersionStatus) -> Value {
@@ -289,10 +299,6 @@ fn metadata_json(loaded: &LoadedVersion) -> Value {
             }
         }
     })
-}
-
-fn json_response(value: &Value) -> Response {
-    axum::Json(value).into_response()
 }
 
 #[cfg(test)]
