@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use std::borrow::Cow;
 
 use quiver_core::serve::{self, Decoded, Encoded, Stages, Target, check_outputs_unique};
-use quiver_core::{Error, Inference, LoadedVersion, TensorSpec, VersionState};
+use quiver_core::{Error, ErrorKind, Inference, LoadedVersion, TensorSpec, VersionState};
 use serde_json::{Value, json};
 
 use crate::error::{self, ApiError};
@@ -90,11 +90,14 @@ async fn live() -> StatusCode {
 }
 
 /// Ready once the start-up models are loaded, until shutdown begins.
-async fn ready(State(state): State<AppState>) -> StatusCode {
+async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     if state.models.is_ready() {
-        StatusCode::OK
+        Ok(StatusCode::OK)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        Err(ApiError(Error::new(
+            ErrorKind::NotReady,
+            "not ready: the start-up models are loading, or the server is shutting down",
+        )))
     }
 }
 
