@@ -66,11 +66,10 @@ impl InferenceService {
         request: ModelInferRequest,
         deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, Status> {
-        let record = RequestRecord::start(Protocol::KserveGrpc, request.encoded_len());
         serve::infer(
             &self.models,
             Target::parse(&request.model_name, Some(&request.model_version)),
-            record,
+            RequestRecord::start(Protocol::KserveGrpc, request.encoded_len()),
             |_| {
                 check_outputs_unique(request.outputs.iter().map(|o| o.name.as_str()))?;
                 Ok(Decoded {
@@ -413,12 +412,7 @@ impl GrpcInferenceService for InferenceService {
             }
         };
         let models = Arc::clone(&self.models);
-        tokio::task::spawn_blocking(move || {
-            models.api_load(&request.model_name, config.as_deref())
-        })
-        .await
-        .map_err(|e| status(Error::internal(e.to_string())))?
-        .map_err(status)?;
+        off_runtime(move || models.api_load(&request.model_name, config.as_deref())).await?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
@@ -426,13 +420,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        // Off the runtime: an unload waits for a load of the same model to finish.
         let models = Arc::clone(&self.models);
         let name = request.into_inner().model_name;
-        tokio::task::spawn_blocking(move || models.api_unload(&name))
-            .await
-            .map_err(|e| status(Error::internal(e.to_string())))?
-            .map_err(status)?;
+        off_runtime(move || models.api_unload(&name)).await?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 
@@ -538,6 +528,16 @@ impl GrpcInferenceService for InferenceService {
             config: Some(model_config(&loaded)),
         }))
     }
+}
+
+/// Runs a load or unload on a blocking thread: it waits for a load of the same model to finish.
+async fn off_runtime(
+    work: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<(), Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| status(Error::internal(e.to_string())))?
+        .map_err(status)
 }
 
 /// A response stream fed by a task: `produce` gets the sending half of a small channel.

@@ -15,6 +15,7 @@ use quiver_core::{
 use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, f16, raw};
 use tonic::{Request, Response, Status};
 
+use crate::examples::{classification_response, regression_response};
 use crate::status::{invalid, status};
 use crate::tensorflow::serving::model_service_server::ModelService;
 use crate::tensorflow::serving::model_spec::VersionChoice;
@@ -237,12 +238,11 @@ impl TfServing {
         request: PredictRequest,
         deadline: Option<Instant>,
     ) -> Result<PredictResponse, Status> {
-        let record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
         let output_filter = &request.output_filter;
         serve::infer(
             &self.models,
             target_of(request.model_spec.as_ref()),
-            record,
+            RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len()),
             |loaded| {
                 check_signature(request.model_spec.as_ref(), loaded.name())?;
                 if request.inputs.is_empty() {
@@ -293,13 +293,13 @@ impl TfServing {
         .map_err(status)
     }
 
-    /// Classify or Regress: the examples as the model's inputs, then `answer` of the results of
-    /// the model's `task` output.
+    /// Classify or Regress: the examples as the model's inputs, then `answer` (given the spec to
+    /// answer with) of the results of the model's `task` output.
     async fn examples<R: ExamplesRequest, T: prost::Message>(
         &self,
         request: Request<R>,
         task: Task,
-        answer: impl FnOnce(&LoadedVersion, &Inference) -> Result<T, Error>,
+        answer: impl FnOnce(ModelSpec, &LoadedVersion, &Inference) -> Result<T, Error>,
     ) -> Result<Response<T>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
         let request = request.into_inner();
@@ -320,7 +320,8 @@ impl TfServing {
                 })
             },
             |loaded, inference, (), stages| {
-                let response = answer(loaded, &inference)?;
+                let response =
+                    answer(answered_spec(loaded, DEFAULT_SIGNATURE), loaded, &inference)?;
                 stages.postprocessed();
                 let bytes = response.encoded_len();
                 Ok(Encoded::new(response, bytes))
@@ -355,11 +356,10 @@ impl PredictionService for TfServing {
         &self,
         request: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
-        self.examples(request, Task::Classification, |loaded, inference| {
-            let results = loaded.classification(inference)?;
-            Ok(crate::examples::classification_response(
-                answered_spec(loaded, DEFAULT_SIGNATURE),
-                results,
+        self.examples(request, Task::Classification, |spec, loaded, inference| {
+            Ok(classification_response(
+                spec,
+                loaded.classification(inference)?,
             ))
         })
         .await
@@ -369,12 +369,8 @@ impl PredictionService for TfServing {
         &self,
         request: Request<RegressionRequest>,
     ) -> Result<Response<RegressionResponse>, Status> {
-        self.examples(request, Task::Regression, |loaded, inference| {
-            let values = loaded.regression(inference)?;
-            Ok(crate::examples::regression_response(
-                answered_spec(loaded, DEFAULT_SIGNATURE),
-                values,
-            ))
+        self.examples(request, Task::Regression, |spec, loaded, inference| {
+            Ok(regression_response(spec, loaded.regression(inference)?))
         })
         .await
     }

@@ -8,23 +8,19 @@ use std::time::{Duration, Instant};
 pub use quiver_core::deadline::{after, earliest};
 
 use axum::http::HeaderMap;
+use quiver_core::Error;
 
-use crate::error::ApiError;
+use crate::extract::number_header;
 
 /// The header that carries a request's timeout, in milliseconds.
 pub const TIMEOUT_HEADER: &str = "x-quiver-timeout-ms";
 
 /// The deadline a request's headers ask for, if any.
-pub fn from_headers(headers: &HeaderMap) -> Result<Option<Instant>, ApiError> {
-    let Some(value) = headers.get(TIMEOUT_HEADER) else {
-        return Ok(None);
-    };
-    let ms = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request("X-Quiver-Timeout-Ms must be a whole number of milliseconds")
-        })?;
-    Ok(after(Duration::from_millis(ms)))
+pub fn from_headers(headers: &HeaderMap) -> Result<Option<Instant>, Error> {
+    let ms: Option<u64> = number_header(
+        headers,
+        TIMEOUT_HEADER,
+        "X-Quiver-Timeout-Ms must be a whole number of milliseconds",
+    )?;
+    Ok(ms.and_then(|ms| after(Duration::from_millis(ms))))
 }

@@ -10,37 +10,14 @@ use quiver_core::{Error, ErrorKind};
 
 use crate::json::tensor::DecodeError;
 
-/// An error answered as `{"error": message}` with the status of its kind.
+/// A core [`Error`] answered as `{"error": message}` with the status of its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// What went wrong; decides the status and the `outcome` label of metrics.
-    pub kind: ErrorKind,
-    /// Message for the client: it says what to fix.
-    pub message: String,
-}
+pub struct ApiError(pub Error);
 
 impl ApiError {
-    /// An error of `kind` with `message`.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// [`ErrorKind::InvalidInput`] (400).
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::InvalidInput, message)
-    }
-
-    /// [`ErrorKind::NotFound`] (404).
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotFound, message)
-    }
-
     /// The HTTP status of this error's kind.
     pub fn status(&self) -> StatusCode {
-        status_of(self.kind)
+        status_of(self.0.kind)
     }
 }
 
@@ -63,19 +40,20 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        Self::new(e.kind, e.message)
-    }
-}
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error::new(e.kind, e.message)
+        Self(e)
     }
 }
 
 impl From<DecodeError> for ApiError {
     fn from(e: DecodeError) -> Self {
-        Self::bad_request(e.to_string())
+        Self(e.into())
+    }
+}
+
+/// A request the JSON decoder refused is the client's mistake.
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        Error::invalid(e.to_string())
     }
 }
 
@@ -83,25 +61,25 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), message = %self.message, "request failed");
+            tracing::error!(status = status.as_u16(), message = %self.0.message, "request failed");
         }
-        (status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        (status, Json(serde_json::json!({ "error": self.0.message }))).into_response()
     }
 }
 
 /// The error for a request body that could not be read: [`ErrorKind::TooLarge`] (413) when over
 /// `--max-body-bytes`.
-pub fn body_error(rejection: BytesRejection) -> ApiError {
+pub fn body_error(rejection: BytesRejection) -> Error {
     if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) = rejection {
-        return ApiError::new(
+        return Error::new(
             ErrorKind::TooLarge,
             "the request body is larger than the server's limit (--max-body-bytes)",
         );
     }
-    ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+    Error::invalid(format!("cannot read the request body: {rejection}"))
 }
 
 /// The request body, or the error [`body_error`] makes of a body that could not be read.
 pub fn body(body: Result<axum::body::Bytes, BytesRejection>) -> Result<axum::body::Bytes, Error> {
-    body.map_err(|rejection| body_error(rejection).into())
+    body.map_err(body_error)
 }

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::get;
-use quiver_core::{ErrorKind, ModelManager};
+use quiver_core::{Error, ErrorKind, ModelManager};
 
 use crate::error::ApiError;
 
@@ -64,16 +64,17 @@ pub fn metrics_app(state: AppState) -> Router {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+    Error::not_found(format!("no route for {method} {}", uri.path())).into()
 }
 
 /// A route that exists, asked with a method it does not take (axum adds the `Allow` header).
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
+    Error::new(
         ErrorKind::MethodNotAllowed,
         format!(
             "{method} is not allowed on {}; the Allow header lists the methods it takes",
             uri.path()
         ),
     )
+    .into()
 }

@@ -4,6 +4,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use quiver_core::Error;
+
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -16,7 +18,9 @@ pub async fn exposition(State(state): State<AppState>) -> Response {
         Some(exporter) => {
             ([(header::CONTENT_TYPE, CONTENT_TYPE)], exporter.render()).into_response()
         }
-        None => ApiError::not_found("metrics are turned off (--metrics false)").into_response(),
+        None => {
+            ApiError(Error::not_found("metrics are turned off (--metrics false)")).into_response()
+        }
     }
 }
 

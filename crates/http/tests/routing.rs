@@ -394,3 +394,36 @@ async fn deadlines_that_pass_before_the_model_runs_are_504() {
         "a malformed timeout header",
     );
 }
+
+#[tokio::test]
+async fn a_server_not_ready_says_why_in_json() {
+    let starting = ModelManager::new(
+        Engines::new().with(Arc::new(TractEngine::new(1))),
+        ManagerOptions::default(),
+        Sources::Repository(quiver_test_support::fixtures_repository()),
+    );
+    let app = quiver_http::app(AppState {
+        models: Arc::new(starting),
+        max_body_bytes: LIMIT,
+        metrics: None,
+        access_log: false,
+    });
+    let request = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+    let live = app
+        .clone()
+        .oneshot(request("/v2/health/live"))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let response = app.oneshot(request("/v2/health/ready")).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let answer = Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    };
+    error_of(&answer, StatusCode::SERVICE_UNAVAILABLE, "not ready");
+}

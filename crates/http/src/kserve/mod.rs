@@ -17,11 +17,11 @@ use axum::routing::{get, post};
 use std::borrow::Cow;
 
 use quiver_core::serve::{self, Decoded, Encoded, Stages, Target, check_outputs_unique};
-use quiver_core::{Error, Inference, LoadedVersion, TensorSpec, VersionState};
+use quiver_core::{Error, ErrorKind, Inference, LoadedVersion, TensorSpec, VersionState};
 use serde_json::{Value, json};
 
 use crate::error::{self, ApiError};
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, number_header};
 use crate::metrics::body_len;
 use crate::{AppState, respond};
 use codec::{RequestedOutput, ResponseOutput, decode_infer, encode_infer};
@@ -90,11 +90,14 @@ async fn live() -> StatusCode {
 }
 
 /// Ready once the start-up models are loaded, until shutdown begins.
-async fn ready(State(state): State<AppState>) -> StatusCode {
+async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     if state.models.is_ready() {
-        StatusCode::OK
+        Ok(StatusCode::OK)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        Err(ApiError(Error::new(
+            ErrorKind::NotReady,
+            "not ready: the start-up models are loading, or the server is shutting down",
+        )))
     }
 }
 
@@ -258,7 +261,7 @@ fn decode(
 ) -> Result<Decoded<Plan>, Error> {
     let body = error::body(body)?;
     let (json, binary) = split_body(headers, &body)?;
-    let request = decode_infer(json, binary).map_err(ApiError::from)?;
+    let request = decode_infer(json, binary)?;
     check_outputs_unique(request.outputs.iter().map(|o| o.name.as_str()))?;
     let deadline = crate::deadline::earliest(
         crate::deadline::from_headers(headers)?,
@@ -305,19 +308,17 @@ fn encode(
 }
 
 /// Splits a body into its JSON header and binary data by `Inference-Header-Content-Length`.
-fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
-    let Some(value) = headers.get(HEADER_LENGTH) else {
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), Error> {
+    let Some(length) = number_header::<usize>(
+        headers,
+        HEADER_LENGTH,
+        "Inference-Header-Content-Length must be a non-negative integer",
+    )?
+    else {
         return Ok((body, &[]));
     };
-    let length = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request("Inference-Header-Content-Length must be a non-negative integer")
-        })?;
     if length > body.len() {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "Inference-Header-Content-Length is {length} but the body has only {} bytes",
             body.len()
         )));

@@ -6,11 +6,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
+use quiver_core::Error;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::{ApiError, body_error};
+use crate::error::{self, ApiError};
 use crate::extract::ApiPath;
 
 #[derive(Deserialize, Default)]
@@ -29,13 +30,13 @@ struct ControlRequest {
 fn optional_json<T: for<'de> Deserialize<'de> + Default>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let body = body.map_err(body_error)?;
+    let body = error::body(body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     // serde_json stops at its recursion limit: deep nesting is an error, not a crash.
     serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
+        .map_err(|e| ApiError(Error::invalid(format!("malformed request body: {e}"))))
 }
 
 pub(super) async fn index(
@@ -76,15 +77,13 @@ pub(super) async fn load(
         None => None,
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => {
-            return Err(ApiError::bad_request(
+            return Err(ApiError(Error::invalid(
                 "parameters.config must be a string holding a JSON object",
-            ));
+            )));
         }
     };
     let models = state.models.clone();
-    tokio::task::spawn_blocking(move || models.api_load(&name, config.as_deref()))
-        .await
-        .map_err(|e| ApiError::from(quiver_core::Error::internal(e.to_string())))??;
+    off_runtime(move || models.api_load(&name, config.as_deref())).await?;
     Ok(axum::Json(json!({})).into_response())
 }
 
@@ -94,10 +93,16 @@ pub(super) async fn unload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let _: ControlRequest = optional_json(body)?;
-    // Off the runtime: an unload waits for a load of the same model to finish.
     let models = state.models.clone();
-    tokio::task::spawn_blocking(move || models.api_unload(&name))
-        .await
-        .map_err(|e| ApiError::from(quiver_core::Error::internal(e.to_string())))??;
+    off_runtime(move || models.api_unload(&name)).await?;
     Ok(axum::Json(json!({})).into_response())
+}
+
+/// Runs a load or unload on a blocking thread: it waits for a load of the same model to finish.
+async fn off_runtime(
+    work: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<(), Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
 }

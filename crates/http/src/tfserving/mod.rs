@@ -94,9 +94,9 @@ async fn dispatch(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(route) = parse_route(&rest) else {
-        return ApiError::not_found(format!(
+        return ApiError(Error::not_found(format!(
             "malformed request path '/v1/models/{rest}'; expected /v1/models/NAME[/versions/N|/labels/L][:predict|:classify|:regress|/metadata]"
-        ))
+        )))
         .into_response();
     };
     let want = match route.target {
@@ -105,10 +105,10 @@ async fn dispatch(
     };
     // HEAD is GET without the body, as on every other route.
     if method != want && !(want == Method::GET && method == Method::HEAD) {
-        let error = ApiError::new(
+        let error = ApiError(Error::new(
             ErrorKind::MethodNotAllowed,
             format!("{method} is not allowed on /v1/models/{rest}; use {want}"),
-        );
+        ));
         return ([(header::ALLOW, want.as_str())], error).into_response();
     }
     let Route {
@@ -168,8 +168,7 @@ fn decode_predict(
         .pipeline()
         .map(|p| p.image_inputs().collect())
         .unwrap_or_default();
-    let request =
-        codec::decode_predict(&body, loaded.signature(), &images).map_err(ApiError::from)?;
+    let request = codec::decode_predict(&body, loaded.signature(), &images)?;
     check_signature_name(loaded, request.signature_name.as_deref())?;
     Ok(Decoded {
         inputs: request.inputs,
