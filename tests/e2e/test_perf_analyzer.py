@@ -29,9 +29,11 @@ PERF_ANALYZER = pathlib.Path(sys.executable).parent / "perf_analyzer"
     ("grpc", []),
 ])
 def test_perf_analyzer_runs_without_errors(fixtures_server, protocol, extra):
+    # Up to 10 one-second windows: perf_analyzer stops at the first 3 stable ones, and on a loaded
+    # 2-core machine the first 3 are not always within 100 % of each other (seen once).
     url = fixtures_server.grpc if protocol == "grpc" else fixtures_server.url[len("http://"):]
     command = [str(PERF_ANALYZER), "-m", "dense", "-u", url, "-i", protocol, "--shape", "x:1,64",
-               "--concurrency-range", "4", "--measurement-interval", "1000", "--max-trials", "3",
+               "--concurrency-range", "4", "--measurement-interval", "1000", "--max-trials", "10",
                "--stability-percentage", "100", *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=perf_analyzer_env(),
                             check=False)
