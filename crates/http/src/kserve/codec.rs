@@ -1,6 +1,8 @@
 //! KServe V2 inference requests and responses: JSON tensors, and Triton's binary tensor data
 //! extension (raw little-endian elements after the JSON header; BYTES elements each prefixed by
 //! a 4-byte little-endian length).
+//!
+//! Over 600 lines only with its unit tests (the last 290 lines); the codec itself is ~425.
 
 use quiver_core::NamedTensor;
 use quiver_engine_api::{DataType, MAX_RANK, Tensor, element_count, raw};
