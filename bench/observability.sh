@@ -36,7 +36,7 @@ start() { # LOG ARGS...
     taskset -c 1 "$bin" serve --model-repository "$repo" --host 127.0.0.1 --rest-port 0 --grpc-port 0 \
         --onnxruntime-lib "$ort" "$@" 2>"$log" &
 }
-start "$on_log"
+start "$on_log" --access-log true
 on_pid=$!
 # OFF_ARGS="" measures the two servers set up alike (an A/A run: how far apart noise alone puts them).
 start "$off_log" ${OFF_ARGS---metrics false --access-log false}

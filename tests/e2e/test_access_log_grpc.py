@@ -14,7 +14,7 @@ from conftest import ROOT, Server, wait_until
 
 @pytest.fixture(scope="module")
 def server():
-    server = Server(ROOT / "crates" / "test-support" / "fixtures" / "models")
+    server = Server(ROOT / "crates" / "test-support" / "fixtures" / "models", "--access-log", "true")
     yield server
     server.stop()
 

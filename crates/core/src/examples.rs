@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use quiver_engine_api::{DataType, NamedTensor, Tensor, TensorData, TensorSpec};
-use quiver_repository::processing::Task;
+use quiver_engine_api::{DataType, ModelSignature, NamedTensor, Tensor, TensorData, TensorSpec};
+use quiver_processing::OutputStep;
+use quiver_repository::processing::{OutputProcessing, Task};
 
 use crate::version::{Inference, LoadedVersion};
 use crate::{Error, shape_text};
@@ -38,22 +39,83 @@ pub type Example = BTreeMap<String, Feature>;
 /// One example's classes, best first: (label, score).
 pub type Classification = Vec<(String, f32)>;
 
+/// The TF Serving task a model answers without a config saying so, and the output step that
+/// answers it — or why none is implied.
+pub(crate) type ImpliedTask = Result<(Task, OutputStep), String>;
+
+/// What a model's outputs say it answers, as TF Serving's own test models would: its only output,
+/// of floats, holding one value per example is a regression (`half_plus_two`), and holding a
+/// fixed number of values (two or more) per example is a score per class. Anything else — several
+/// outputs, integers, a variable or nested number of values a row — is not clear, and the reason
+/// says which.
+pub(crate) fn implied_task(signature: &ModelSignature) -> ImpliedTask {
+    let [output] = signature.outputs.as_slice() else {
+        return Err(format!(
+            "it has {} outputs, so which one answers is not clear",
+            signature.outputs.len()
+        ));
+    };
+    if !matches!(output.dtype, DataType::F32 | DataType::F64 | DataType::F16) {
+        return Err(format!(
+            "its output '{}' is {}, not scores or values",
+            output.name, output.dtype
+        ));
+    }
+    let task = match output.shape.as_slice() {
+        [_] | [_, 1] => Task::Regression,
+        [_, classes] if *classes >= 2 => Task::Classification,
+        shape => {
+            return Err(format!(
+                "its output '{}' has shape {}, not one value or a fixed number of scores per example",
+                output.name,
+                shape_text(shape)
+            ));
+        }
+    };
+    let config = OutputProcessing {
+        task: Some(task),
+        ..OutputProcessing::default()
+    };
+    let step = OutputStep::build(&output.name, &config, std::path::Path::new(""), signature)?;
+    Ok((task, step))
+}
+
+/// The task's names in TF Serving's words: (signature kind, method).
+fn task_words(task: Task) -> (&'static str, &'static str) {
+    match task {
+        Task::Classification => ("classification", "classify"),
+        Task::Regression => ("regression", "regress"),
+    }
+}
+
 impl LoadedVersion {
-    /// The output answering `task` (`task = "classification"` or `"regression"` in the config),
-    /// or the error TF Serving gives a model without such a signature.
-    fn task_output(&self, task: Task) -> Result<&quiver_processing::OutputStep, Error> {
-        self.pipeline()
-            .and_then(|p| p.task_output(task))
-            .ok_or_else(|| {
-                let (kind, method) = match task {
-                    Task::Classification => ("classification", "classify"),
-                    Task::Regression => ("regression", "regress"),
-                };
-                Error::invalid(format!(
-                    "model '{}' has no {kind} signature: expected signature method_name to be tensorflow/serving/{method}, was tensorflow/serving/predict (declare one with task = \"{kind}\" on an output in config.toml)",
-                    self.name()
+    /// The output answering `task`: the one whose config says `task = "classification"` or
+    /// `"regression"`, else the one the model's shape implies ([`implied_task`]) when the config
+    /// names no task at all; or the error TF Serving gives a model without such a signature.
+    fn task_output(&self, task: Task) -> Result<&OutputStep, Error> {
+        let (kind, method) = task_words(task);
+        let missing = |why: String| {
+            Error::invalid(format!(
+                "model '{}' has no {kind} signature: expected signature method_name to be tensorflow/serving/{method}, was tensorflow/serving/predict ({why}; declare one with task = \"{kind}\" on an output in config.toml)",
+                self.name()
+            ))
+        };
+        if let Some(pipeline) = self.pipeline().filter(|p| p.declares_task()) {
+            return pipeline.task_output(task).ok_or_else(|| {
+                missing(format!(
+                    "its config names its outputs' tasks, and none is {kind}"
                 ))
-            })
+            });
+        }
+        match self.implied_task() {
+            Ok((implied, step)) if *implied == task => Ok(step),
+            Ok((implied, step)) => Err(missing(format!(
+                "its output '{}' makes it a {}",
+                step.output(),
+                task_words(*implied).0
+            ))),
+            Err(why) => Err(missing(why.clone())),
+        }
     }
 
     /// Checks that the model answers `task` before its request is decoded.
@@ -270,4 +332,72 @@ fn numeric(spec: &TensorSpec, values: Vec<f64>) -> Result<TensorData, Error> {
             return Err(ints("values a tf.Example cannot hold; use :predict"));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signature(outputs: &[(&str, DataType, &[i64])]) -> ModelSignature {
+        let spec = |(name, dtype, shape): &(&str, DataType, &[i64])| TensorSpec {
+            name: (*name).to_owned(),
+            dtype: *dtype,
+            shape: shape.to_vec(),
+        };
+        ModelSignature {
+            inputs: vec![spec(&("x", DataType::F32, &[-1, 1]))],
+            outputs: outputs.iter().map(spec).collect(),
+        }
+    }
+
+    fn implied(outputs: &[(&str, DataType, &[i64])]) -> Result<(Task, String), String> {
+        implied_task(&signature(outputs)).map(|(task, step)| (task, step.output().to_owned()))
+    }
+
+    #[test]
+    fn one_value_per_example_is_a_regression() {
+        for shape in [&[-1][..], &[-1, 1], &[4, 1]] {
+            assert_eq!(
+                implied(&[("y", DataType::F32, shape)]),
+                Ok((Task::Regression, "y".to_owned())),
+                "{shape:?}"
+            );
+        }
+        assert_eq!(
+            implied(&[("y", DataType::F64, &[-1])]).map(|(t, _)| t),
+            Ok(Task::Regression)
+        );
+    }
+
+    #[test]
+    fn a_fixed_number_of_scores_per_example_is_a_classification() {
+        assert_eq!(
+            implied(&[("probs", DataType::F32, &[-1, 10])]),
+            Ok((Task::Classification, "probs".to_owned()))
+        );
+        assert_eq!(
+            implied(&[("p", DataType::F16, &[-1, 2])]).map(|(t, _)| t),
+            Ok(Task::Classification)
+        );
+    }
+
+    #[test]
+    fn anything_else_is_ambiguous_and_says_why() {
+        let why = |outputs: &[(&str, DataType, &[i64])]| implied(outputs).unwrap_err();
+        assert_eq!(
+            why(&[("a", DataType::F32, &[-1]), ("b", DataType::F32, &[-1])]),
+            "it has 2 outputs, so which one answers is not clear"
+        );
+        assert_eq!(
+            why(&[("label", DataType::I64, &[-1])]),
+            "its output 'label' is INT64, not scores or values"
+        );
+        assert!(
+            why(&[("y", DataType::F32, &[-1, -1])]).contains("has shape [-1,-1]"),
+            "a variable number of values a row"
+        );
+        assert!(why(&[("y", DataType::F32, &[-1, 3, 4])]).contains("[-1,3,4]"));
+        assert!(why(&[("y", DataType::F32, &[])]).contains("not one value"));
+        assert!(why(&[]).contains("0 outputs"));
+    }
 }

@@ -9,8 +9,10 @@ use quiver_engine_api::{
     EngineError, ModelSignature, NamedTensor, Session, Tensor, TensorSpec, shape_text,
 };
 use quiver_processing::{Pipeline, ProcessError};
+use quiver_repository::processing::Task;
 use quiver_telemetry::VersionMetrics;
 
+use crate::examples::{ImpliedTask, implied_task};
 use crate::manager::Retirement;
 use crate::{Error, ErrorKind};
 
@@ -26,6 +28,8 @@ pub struct LoadedVersion {
     /// What the engine sees.
     model_signature: ModelSignature,
     pipeline: Option<Arc<Pipeline>>,
+    /// What `:classify` / `:regress` read when the config names no task.
+    implied_task: ImpliedTask,
     queue: Queue,
     default_timeout: Option<Duration>,
     instances: usize,
@@ -92,6 +96,7 @@ impl LoadedVersion {
             .map(|s| s.signature().clone())
             .unwrap_or_default();
         let signature = model_signature.clone();
+        let implied_task = implied_task(&model_signature);
         let instances = sessions.len();
         let sessions = sessions.into_iter().map(Arc::from).collect();
         let metrics = Arc::new(VersionMetrics::new(name, version));
@@ -104,6 +109,7 @@ impl LoadedVersion {
             signature,
             model_signature,
             pipeline: None,
+            implied_task,
             queue,
             default_timeout,
             instances,
@@ -124,9 +130,35 @@ impl LoadedVersion {
     pub(crate) fn with_pipeline(mut self, pipeline: Option<Pipeline>) -> Self {
         if let Some(p) = &pipeline {
             self.signature = p.client_signature().clone();
+            // The implied task reads its output through the config's step for it (its labels,
+            // softmax, top_k), where there is one that fits.
+            if let Ok((task, step)) = &self.implied_task
+                && let Some(configured) = p.output_step(step.output())
+            {
+                self.implied_task =
+                    configured
+                        .with_task(*task)
+                        .map(|s| (*task, s))
+                        .ok_or_else(|| {
+                            format!(
+                                "the config's processing of output '{}' does not fit a {}",
+                                step.output(),
+                                if *task == Task::Classification {
+                                    "classification"
+                                } else {
+                                    "regression"
+                                }
+                            )
+                        });
+            }
         }
         self.pipeline = pipeline.map(Arc::new);
         self
+    }
+
+    /// The TF Serving task the model's shape implies, and the step answering it.
+    pub(crate) fn implied_task(&self) -> &ImpliedTask {
+        &self.implied_task
     }
 
     /// This version's metric handles.

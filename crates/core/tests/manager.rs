@@ -82,6 +82,10 @@ fn load_failures_say_what_kind_they_are() {
         .unwrap();
     repo.write("bad_key/config.toml", b"no_such_key = 1\n")
         .unwrap();
+    repo.add("typo", 1, &fixture_model("half_plus_two"))
+        .unwrap();
+    repo.write("typo/config.toml", b"engine = \"trakt\"\n")
+        .unwrap();
     let models = manager(repo.path());
     models.load_all().unwrap();
     let kind = |name: &str| {
@@ -92,6 +96,15 @@ fn load_failures_say_what_kind_they_are() {
     assert_eq!(kind("corrupt"), Some("corrupt_model"));
     assert_eq!(kind("needs_ort"), Some("engine_unavailable"));
     assert_eq!(kind("bad_key"), Some("config"));
+    assert_eq!(kind("typo"), Some("engine_unavailable"));
+    let typo = models.status("typo", Some(1)).unwrap().remove(0);
+    assert!(
+        typo.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no engine called 'trakt'; its engines are: tract"),
+        "{typo:?}"
+    );
     let index = models.index(false);
     let row = index.iter().find(|r| r.name == "corrupt").unwrap();
     assert_eq!(row.error_kind, Some("corrupt_model"));

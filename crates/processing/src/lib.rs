@@ -205,6 +205,11 @@ impl Pipeline {
         self.outputs.iter().find(|s| s.task() == Some(task))
     }
 
+    /// Whether some output's config names a TF Serving task (then nothing is implied).
+    pub fn declares_task(&self) -> bool {
+        self.outputs.iter().any(|s| s.task().is_some())
+    }
+
     /// The step processing the model output `name`.
     pub fn output_step(&self, name: &str) -> Option<&OutputStep> {
         self.outputs.iter().find(|s| s.output() == name)

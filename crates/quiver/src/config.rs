@@ -243,8 +243,10 @@ pub struct LogConfig {
     pub log_format: LogFormat,
 
     /// Log one line per request (target `quiver::access`): method, route, status, duration,
-    /// client, request id, model, version.
-    #[arg(long, env = "QUIVER_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set,
+    /// client, request id, model, version. Off by default, as in TF Serving and Triton: at tens
+    /// of thousands of requests a second it is hundreds of MB of log a minute. Errors and model
+    /// lifecycle are logged either way.
+    #[arg(long, env = "QUIVER_ACCESS_LOG", default_value_t = false, action = clap::ArgAction::Set,
         value_name = "BOOL")]
     pub access_log: bool,
 
@@ -271,8 +273,9 @@ pub enum LogFormat {
 /// The engine choice and ONNX Runtime's library, shared by `serve` and `inspect`.
 #[derive(Debug, Clone, Args)]
 pub struct EngineSelection {
-    /// Engine for models whose config.toml names none: `auto` (ONNX Runtime when its library
-    /// is found, else tract), `onnxruntime` or `tract`.
+    /// Engine for models whose config.toml names none: `auto` (the first engine available, in
+    /// the order onnxruntime, tract) or an engine's name (`onnxruntime`, `tract`). A name this
+    /// server has no engine for stops start-up with the list of engines it has.
     #[arg(
         long,
         env = "QUIVER_ENGINE",
@@ -353,7 +356,7 @@ mod tests {
         assert_eq!(c.engine.selection.engine, EngineChoice::Auto);
         assert_eq!(c.engine.graph_optimization_level, OptimizationLevel::All);
         assert_eq!(c.engine.inter_op_threads, 1);
-        assert!(c.log.access_log);
+        assert!(!c.log.access_log);
         assert!(c.log.metrics);
         assert_eq!(c.log.metrics_port, None);
     }
@@ -376,11 +379,14 @@ mod tests {
         let Command::Serve(c) = cli.command else {
             panic!("a serve command")
         };
-        assert_eq!(c.engine.selection.engine, EngineChoice::Tract);
+        assert_eq!(
+            c.engine.selection.engine,
+            EngineChoice::Named("tract".into())
+        );
         assert_eq!(c.engine.graph_optimization_level, OptimizationLevel::Basic);
         assert_eq!(c.engine.intra_op_threads, Some(3));
         for bad in [
-            ["--engine", "cuda"],
+            ["--engine", "not a name"],
             ["--intra-op-threads", "0"],
             ["--graph-optimization-level", "max"],
         ] {

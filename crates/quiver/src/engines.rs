@@ -1,5 +1,6 @@
-//! The engines this binary offers: tract always, ONNX Runtime when built with the `onnxruntime`
-//! feature (the default) and its library is found at start-up.
+//! The engines this binary offers: ONNX Runtime when built with the `onnxruntime` feature (the
+//! default) and its library is found at start-up, tract always. Adding an engine means its crate
+//! and one registration here; model configs and `--engine` name it with no other change.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,14 +19,15 @@ pub fn engines(
 ) -> Engines {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let engines = Engines::new().with(Arc::new(TractEngine::new(threads)));
-    match onnxruntime(threads, inter_op_threads, spinning, onnxruntime_lib) {
-        Ok(engine) => engines.with(engine),
+    // Registration order is `auto`'s preference: ONNX Runtime (faster) first, tract after.
+    let engines = match onnxruntime(threads, inter_op_threads, spinning, onnxruntime_lib) {
+        Ok(engine) => Engines::new().with(engine),
         Err(why) => {
             tracing::info!("ONNX Runtime is not available; models run on tract: {why}");
-            engines.without("onnxruntime", why)
+            Engines::new().without("onnxruntime", why)
         }
-    }
+    };
+    engines.with(Arc::new(TractEngine::new(threads)))
 }
 
 #[cfg(feature = "onnxruntime")]

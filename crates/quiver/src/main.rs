@@ -26,7 +26,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let engines =
                 quiver::engines::engines(None, 1, false, args.selection.onnxruntime_lib.as_deref());
             let selection = engines
-                .select(args.selection.engine)
+                .select(&args.selection.engine)
                 .map_err(anyhow::Error::msg)?;
             print!(
                 "{}",

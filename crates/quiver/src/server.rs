@@ -124,8 +124,20 @@ pub async fn start(
         engine.onnxruntime_spinning,
         engine.selection.onnxruntime_lib.as_deref(),
     );
+    // A name no engine registers is a typo: say so now, not once per model. A registered engine
+    // that could not start (ONNX Runtime without its library) is each model's load error instead,
+    // so the models on other engines still serve.
+    if let quiver_core::EngineChoice::Named(name) = &engine.selection.engine
+        && !engines.names().contains(&name.as_str())
+    {
+        anyhow::bail!(
+            "--engine {name}: this server has no engine called '{name}'; its engines are: {} \
+             (or give auto)",
+            engines.names().join(", ")
+        );
+    }
     let options = ManagerOptions {
-        default_engine: engine.selection.engine,
+        default_engine: engine.selection.engine.clone(),
         optimization: engine.graph_optimization_level,
         optimized_model_dir: engine.optimized_model_dir.clone(),
         batching: BatchingDefaults {

@@ -100,7 +100,7 @@ mod tests {
              graph_optimization_level = \"basic\"\noptimized_model_path = \"o.onnx\"\n",
         )
         .unwrap();
-        assert_eq!(c.engine, Some(EngineChoice::Onnxruntime));
+        assert_eq!(c.engine, Some(EngineChoice::named("onnxruntime")));
         assert_eq!(c.engine_options.intra_op_threads, Some(2));
         assert_eq!(
             c.engine_options.graph_optimization_level,
@@ -109,9 +109,23 @@ mod tests {
     }
 
     #[test]
+    fn any_engine_name_parses_and_the_server_checks_it() {
+        let engine = |text: &str| parse_config(text).map(|c| c.engine);
+        assert_eq!(
+            engine("engine = \"openvino\"\n"),
+            Ok(Some(EngineChoice::Named("openvino".into())))
+        );
+        assert_eq!(engine("engine = \"AUTO\"\n"), Ok(Some(EngineChoice::Auto)));
+        assert!(engine("engine = \"\"\n").is_err());
+    }
+
+    #[test]
     fn errors_name_the_key() {
-        let e = parse_config("engine = \"cuda\"").unwrap_err();
-        assert!(e.contains("cuda") && e.contains("onnxruntime"), "{e}");
+        let e = parse_config("engine = \"tract; rm\"").unwrap_err();
+        assert!(
+            e.contains("not an engine name") && e.contains("onnxruntime"),
+            "{e}"
+        );
         let e = parse_config("engin = \"tract\"").unwrap_err();
         assert!(e.contains("engin"), "{e}");
         let e = parse_config("[engine_options]\nintra_op_threads = -1").unwrap_err();

@@ -99,14 +99,15 @@ impl RequestRecord {
         ]);
         match (outcome, &self.served_by) {
             (Ok(response_bytes), Some(version)) => {
-                let ok = &version.ok[self.protocol.index()];
+                let ok = version.ok(self.protocol);
                 ok.requests.increment(1);
-                ok.duration.record(elapsed);
-                ok.request_size.record(self.request_bytes as f64);
-                ok.response_size.record(response_bytes as f64);
-                for (histogram, took) in version.stages.iter().zip(self.stages) {
+                let histograms = ok.histograms();
+                histograms.duration.record(elapsed);
+                histograms.request_size.record(self.request_bytes as f64);
+                histograms.response_size.record(response_bytes as f64);
+                for (stage, took) in Stage::ALL.into_iter().zip(self.stages) {
                     if let Some(took) = took {
-                        histogram.record(took.as_secs_f64());
+                        version.stage(stage).record(took.as_secs_f64());
                     }
                 }
             }

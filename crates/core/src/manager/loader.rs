@@ -29,7 +29,12 @@ impl ModelManager {
         let config = &loaded_config.config;
         let selection = self
             .engines
-            .select(config.engine.unwrap_or(self.options.default_engine))
+            .select(
+                config
+                    .engine
+                    .as_ref()
+                    .unwrap_or(&self.options.default_engine),
+            )
             .map_err(LoadError::EngineUnavailable)?;
         let engine = selection.engine.name();
         let options = engine_options(

@@ -177,6 +177,21 @@ impl OutputStep {
         self.task
     }
 
+    /// This step answering `task` too, when its config did not say (a task implied by the
+    /// model's shape, see `quiver_core`'s examples): `None` where the step's work contradicts
+    /// the task — pooling makes embeddings, not classes; a regression value is used as it is.
+    pub fn with_task(&self, task: Task) -> Option<Self> {
+        let classifies = self.softmax || self.top_k.is_some() || self.argmax;
+        let fits = match task {
+            Task::Classification => self.pool.is_none(),
+            Task::Regression => self.pool.is_none() && !classifies && !self.normalize,
+        };
+        fits.then(|| Self {
+            task: Some(task),
+            ..self.clone()
+        })
+    }
+
     /// The labels file's lines.
     pub fn labels(&self) -> Option<&[String]> {
         self.labels.as_deref()

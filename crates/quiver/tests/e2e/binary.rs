@@ -95,6 +95,31 @@ fn a_missing_repository_is_a_clear_start_up_error() {
 }
 
 #[test]
+fn an_engine_no_one_registers_is_a_start_up_error_listing_the_engines() {
+    let repo = TempRepository::new().unwrap();
+    let output = Command::new(bin())
+        .args(["serve", "--model-repository"])
+        .arg(repo.path())
+        .args([
+            "--rest-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--engine", "openvino"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        err.contains("no engine called 'openvino'") && err.contains("onnxruntime, tract"),
+        "{err}"
+    );
+}
+
+#[test]
 fn serves_with_a_broken_model_and_exits_cleanly_on_sigterm() {
     let repo = TempRepository::new().unwrap();
     repo.add("good", 1, &fixture_model("half_plus_two"))

@@ -107,7 +107,10 @@ fn with_onnxruntime_auto_prefers_it_and_config_pins_either_engine() {
     }
     let log = server.log();
     assert!(log.contains("ONNX Runtime loaded"), "{log}");
-    assert!(log.contains("auto: ONNX Runtime is loaded"), "{log}");
+    assert!(
+        log.contains("auto: onnxruntime is the first engine available"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -493,17 +493,25 @@ async fn every_client_mistake_gets_a_clear_error() {
         ),
         ("/v2/nothing/here", None, StatusCode::NOT_FOUND, "route"),
         ("/", None, StatusCode::NOT_FOUND, "route"),
+        // What the shape does not imply: three outputs; a score per class (3 a row) asked for
+        // a regression.
         (
-            "/v1/models/half_plus_two:classify",
+            "/v1/models/multi_io:classify",
             post("{\"examples\": []}"),
             bad,
-            "classification",
+            "no classification signature",
         ),
         (
             "/v1/models/half_plus_two:regress",
             post("{\"examples\": []}"),
             bad,
-            "regression",
+            "makes it a classification",
+        ),
+        (
+            "/v1/models/half_plus_two_tf:classify",
+            post("{\"examples\": []}"),
+            bad,
+            "makes it a regression",
         ),
     ];
     for (path, body, want, needle) in cases {

@@ -4,7 +4,7 @@
 //! `crate::config_toml`; Triton's `config.pbtxt` (`crate::triton`) fills the same types.
 //!
 //! ```toml
-//! engine = "onnxruntime"           # auto | onnxruntime | tract
+//! engine = "onnxruntime"           # auto, or an engine the server registers (onnxruntime, tract)
 //!
 //! [engine_options]
 //! intra_op_threads = 2             # default: the engine's shared pool (one thread per core)
@@ -40,29 +40,35 @@ use serde::Deserialize;
 
 use super::processing::{DEFAULT_TOKENIZER, InputProcessing, OutputProcessing};
 
-/// Which engine runs a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which engine runs a model: `auto`, or the name of an engine the server registers
+/// (`onnxruntime`, `tract`, …). The repository does not know which engines exist — a name is
+/// checked when a model is loaded, against the server's engines, so adding an engine touches its
+/// own crate and its registration only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum EngineChoice {
-    /// ONNX Runtime when its library is loaded, tract otherwise.
+    /// The first available engine in the server's registration order (ONNX Runtime, then
+    /// tract, in the `quiver` binary).
     #[default]
     Auto,
-    /// ONNX Runtime; the model fails to load when the library is missing.
-    Onnxruntime,
-    /// tract, the pure-Rust engine.
-    Tract,
+    /// The engine with this name; the model fails to load when the server has none by it.
+    Named(String),
 }
 
 impl EngineChoice {
-    /// Every choice, in the order the docs list them.
-    pub const ALL: [EngineChoice; 3] = [Self::Auto, Self::Onnxruntime, Self::Tract];
+    /// The engine called `name`, or `auto` (any case) for [`EngineChoice::Auto`].
+    pub fn named(name: &str) -> Self {
+        if name.eq_ignore_ascii_case("auto") {
+            Self::Auto
+        } else {
+            Self::Named(name.to_ascii_lowercase())
+        }
+    }
 
     /// The name used in flags and config files.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             Self::Auto => "auto",
-            Self::Onnxruntime => "onnxruntime",
-            Self::Tract => "tract",
+            Self::Named(name) => name,
         }
     }
 }
@@ -76,11 +82,29 @@ impl std::fmt::Display for EngineChoice {
 impl std::str::FromStr for EngineChoice {
     type Err = String;
 
+    /// Any engine name: lower-case letters, digits, `_` and `-` (which engines exist is the
+    /// server's to say, when it loads a model).
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| format!("'{s}' is not one of auto, onnxruntime, tract"))
+        let name = s.trim();
+        let well_formed = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if well_formed {
+            Ok(Self::named(name))
+        } else {
+            Err(format!(
+                "'{s}' is not an engine name: give auto or an engine's name (onnxruntime, tract)"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EngineChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
