@@ -7,7 +7,7 @@
 #
 #   bench/compare.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]     (defaults: 3 rounds, 5 s)
 #
-# Both binaries run with the same engine settings (ONNX Runtime when QUIVER_ONNXRUNTIME_LIB or
+# Both binaries run with the same settings (no access log; ONNX Runtime when QUIVER_ONNXRUNTIME_LIB or
 # target/onnxruntime has it, one intra-op thread). Needs wrk (Debian's package, installed if
 # missing) and, for gRPC, target/venv/bin/perf_analyzer (scripts/test.sh makes it).
 set -euo pipefail
@@ -41,7 +41,7 @@ start() { # binary -> sets rest, grpc, server
     local log=$work/log
     : >"$log"
     QUIVER_ONNXRUNTIME_LIB=$lib "$1" serve --model-repository crates/test-support/fixtures/models \
-        --host 127.0.0.1 --rest-port 0 --grpc-port 0 --intra-op-threads 1 2>"$log" &
+        --host 127.0.0.1 --rest-port 0 --grpc-port 0 --intra-op-threads 1 --access-log false 2>"$log" &
     server=$!
     for _ in $(seq 300); do
         grep -q "gRPC API listening" "$log" && break

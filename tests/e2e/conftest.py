@@ -22,15 +22,18 @@ GRPC_READY = "gRPC API listening on "
 
 
 class Server:
-    def __init__(self, repository, *args, onnxruntime=False, env=None):
+    def __init__(self, repository, *args, onnxruntime=False, env=None, script=None):
         """`repository` None leaves --model-repository out (for --model-config-file); `env`
-        adds to the environment the server inherits."""
+        adds to the environment the server inherits; `script` starts the server through a
+        script of the project's that takes `quiver serve`'s flags and QUIVER_BIN (such as
+        scripts/serve-example.sh) instead of the binary itself."""
         binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
         if not os.path.exists(binary):
             pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
-        command = [binary, "serve", "--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0",
+        launcher = [str(script)] if script else [binary, "serve"]
+        command = [*launcher, "--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0",
                    *([] if repository is None else ["--model-repository", str(repository)]), *args]
-        env = dict(os.environ, NO_COLOR="1", **(env or {}))
+        env = dict(os.environ, NO_COLOR="1", QUIVER_BIN=binary, **(env or {}))
         if not onnxruntime:
             env.pop("QUIVER_ONNXRUNTIME_LIB", None)
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,

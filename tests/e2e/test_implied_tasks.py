@@ -68,9 +68,10 @@ def test_the_configs_labels_and_top_k_apply_to_the_implied_classification(server
 
 
 def test_the_configs_task_overrides_the_shape(server):
-    response = post(server, "half_plus_two_classified:classify", {"examples": [{"x": 1.0}]})
+    response = post(server, "half_plus_two_classified:classify", {"examples": [{"x": 1.0}, {"x": 3.0}]})
     assert response.status_code == 200, response.text
-    assert response.json() == {"results": [[["0", 2.5]]]}
+    # One value an example: one class each.
+    assert response.json() == {"results": [[["0", 2.5]], [["0", 3.5]]]}
     assert "regression" in error_of(post(server, "half_plus_two_classified:regress", {"examples": [{"x": 1.0}]}))
 
 

@@ -167,7 +167,8 @@ impl LoadedVersion {
         let raw = inference
             .raw_output(step.output())
             .ok_or_else(|| Error::internal(format!("no output '{}'", step.output())))?;
-        let rows = step.classify(&raw.tensor)?;
+        let reshaped = one_per_row(&raw.tensor)?;
+        let rows = step.classify(reshaped.as_ref().unwrap_or(&raw.tensor))?;
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -184,7 +185,9 @@ impl LoadedVersion {
         let raw = inference
             .raw_output(step.output())
             .ok_or_else(|| Error::internal(format!("no output '{}'", step.output())))?;
-        let (rows, per_row, values) = quiver_processing::rows_of(&raw.tensor)?;
+        let reshaped = one_per_row(&raw.tensor)?;
+        let (rows, per_row, values) =
+            quiver_processing::rows_of(reshaped.as_ref().unwrap_or(&raw.tensor))?;
         if per_row != 1 || values.len() != rows {
             return Err(Error::invalid(format!(
                 "output '{}' has shape {}; regression needs one value per example",
@@ -193,6 +196,17 @@ impl LoadedVersion {
             )));
         }
         Ok(values)
+    }
+}
+
+/// A `[batch]` output as `[batch, 1]` (one value for each example, not one row of them);
+/// `None` for any other shape, which is read as it is.
+fn one_per_row(tensor: &Tensor) -> Result<Option<Tensor>, Error> {
+    match tensor.shape() {
+        &[n] => Tensor::new(vec![n, 1], tensor.data().clone())
+            .map(Some)
+            .map_err(Error::internal),
+        _ => Ok(None),
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test may panic
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use quiver_core::{Engines, ManagerOptions, ModelManager, Sources, VersionSelector, VersionState};
 use quiver_engine_tract::TractEngine;
@@ -32,16 +33,26 @@ fn an_unloaded_version_ends_when_its_last_request_lets_go() {
     let held = models
         .get("half_plus_two", &VersionSelector::Latest)
         .unwrap();
-    models.unload("half_plus_two").unwrap();
-    // Out of routing at once, but still held by a request.
-    assert!(
-        models
-            .get("half_plus_two", &VersionSelector::Latest)
-            .is_err()
-    );
-    assert_eq!(state(&models, "half_plus_two", 1), VersionState::Unloading);
-    drop(held);
-    models.wait_retired();
+    std::thread::scope(|scope| {
+        let unload = scope.spawn(|| models.unload("half_plus_two"));
+        // Out of routing at once, but still held by a request: the unload waits for it.
+        quiver_test_support::wait_until(Duration::from_secs(10), "the version to unload", || {
+            state(&models, "half_plus_two", 1) == VersionState::Unloading
+        });
+        assert!(
+            models
+                .get("half_plus_two", &VersionSelector::Latest)
+                .is_err()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !unload.is_finished(),
+            "the unload answered while a request held the version"
+        );
+        drop(held);
+        unload.join().unwrap().unwrap();
+    });
+    // It answered once the version was gone.
     assert_eq!(state(&models, "half_plus_two", 1), VersionState::End);
 }
 

@@ -133,10 +133,11 @@ def test_errors(channel):
     with pytest.raises(grpc.RpcError) as raised:
         raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # Classify on a model without a classification output: TF Serving's INVALID_ARGUMENT.
+    # Classify on a model without a classification output (three outputs, none declared):
+    # TF Serving's INVALID_ARGUMENT.
     classify = channel.unary_unary("/tensorflow.serving.PredictionService/Classify")
     with pytest.raises(grpc.RpcError) as raised:
-        classify(b"\x0a\x0f\x0a\x0dhalf_plus_two", timeout=30)
+        classify(b"\x0a\x0a\x0a\x08multi_io", timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "classification" in raised.value.details()
     multi = channel.unary_unary("/tensorflow.serving.PredictionService/MultiInference")

@@ -29,6 +29,9 @@ use crate::load_error::LoadError;
 use crate::{Error, ErrorKind};
 use plan::{Action, Current, Wanted};
 use retire::Dropped;
+
+/// How long an unload waits for its versions' in-flight requests to end before it answers.
+const UNLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) use retire::Retirement;
 use table::ModelRecord;
 
@@ -158,7 +161,7 @@ impl ModelManager {
     /// dropped. Blocking only for the routing change.
     pub fn unload(&self, name: &str) -> Result<(), Error> {
         let lock = self.model_lock(name);
-        let _syncing = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let syncing = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let versions: Vec<u64> = {
             let models = self.read();
             let record = models
@@ -166,8 +169,9 @@ impl ModelManager {
                 .ok_or_else(|| Error::not_found(format!("model '{name}' not found")))?;
             record.versions.keys().copied().collect()
         };
+        let mut retiring = Vec::new();
         for version in versions {
-            self.retire(name, version);
+            retiring.extend(self.retire(name, version));
             self.update(name, version, |r| {
                 if r.state == VersionState::Failed {
                     r.state = VersionState::End;
@@ -176,6 +180,14 @@ impl ModelManager {
         }
         if let Some(record) = self.write().get_mut(name) {
             record.labels.clear();
+        }
+        drop(syncing);
+        // As Triton's unload does, answer once the versions are gone (their in-flight requests
+        // finished, their memory returned), so a client that asks right after sees them ended —
+        // within a bound: a version whose requests run longer shows UNLOADING until they end.
+        let deadline = std::time::Instant::now() + UNLOAD_WAIT;
+        for dropped in retiring {
+            dropped.wait_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
         }
         tracing::info!(model = %name, "model unloaded");
         Ok(())

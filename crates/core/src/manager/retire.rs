@@ -25,6 +25,17 @@ impl Dropped {
         *self.0.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Waits until the flag is raised or `timeout` passes; whether it was raised.
+    pub(crate) fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
+        let raised = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (raised, _) = self
+            .0
+            .1
+            .wait_timeout_while(raised, timeout, |raised| !*raised)
+            .unwrap_or_else(PoisonError::into_inner);
+        *raised
+    }
+
     pub(crate) fn wait(&self) {
         let mut raised = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
         while !*raised {
@@ -101,6 +112,8 @@ mod tests {
         drop(Retirement::new("m", 1, true, dropped.clone()));
         waiter.join().unwrap();
         assert!(dropped.is_raised());
+        assert!(dropped.wait_timeout(Duration::from_millis(1)));
+        assert!(!Dropped::default().wait_timeout(Duration::from_millis(1)));
         // Waiting again returns at once.
         let again = std::thread::spawn(move || dropped.wait());
         let started = std::time::Instant::now();
