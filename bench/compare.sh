@@ -26,7 +26,7 @@ if [ -x "$pa" ]; then
     export LD_LIBRARY_PATH="$cudart:${LD_LIBRARY_PATH:-}"
 fi
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 values=$(python3 -c 'import math; print(",".join("%.4f" % math.sin(i) for i in range(1, 65)))')
 cat >"$work/tf.lua" <<LUA
 wrk.method = "POST"

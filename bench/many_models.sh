@@ -11,7 +11,7 @@ n=${1:-1000}
 bin=${QUIVER_BIN:-target/release/quiver}
 [ -x "$bin" ] || { echo "no binary at $bin: cargo build --release" >&2; exit 1; }
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 model=$PWD/crates/test-support/fixtures/models/half_plus_two/1/model.onnx
 mkdir -p "$work/empty" "$work/many"
 for i in $(seq -w 1 "$n"); do

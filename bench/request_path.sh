@@ -33,7 +33,7 @@ cudart=$(target/venv/bin/python -c 'import nvidia.cuda_runtime, pathlib; print(p
 export LD_LIBRARY_PATH="$cudart:${LD_LIBRARY_PATH:-}"
 lib=${QUIVER_ONNXRUNTIME_LIB:-$(scripts/fetch-onnxruntime.sh | tail -n 1)}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 start() { # name binary -> sets rest, grpc, server
     local log=$work/log

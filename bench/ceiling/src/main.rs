@@ -98,6 +98,16 @@ fn router() -> Router {
             "/v2/models/{name}/config",
             get(move || async move { json(config) }),
         )
+        .route(
+            "/v2",
+            get(|| async {
+                json(concat!(
+                    r#"{"name":"quiver-ceiling","version":""#,
+                    env!("CARGO_PKG_VERSION"),
+                    r#"","extensions":[]}"#
+                ))
+            }),
+        )
         .route("/v2/health/live", get(|| async { "" }))
         .route("/v2/health/ready", get(|| async { "" }))
         .route("/v2/models/{name}/ready", get(|| async { "" }))
