@@ -24,6 +24,9 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Print a model file's inputs and outputs (like `saved_model_cli show`).
     Inspect(InspectConfig),
+    /// Check every model of a repository as `serve` would load it (config, files, engine,
+    /// signature, processing, warm-up) without serving; exit status 1 when any fails.
+    Validate(ValidateConfig),
 }
 
 /// `quiver serve`.
@@ -298,6 +301,17 @@ pub struct InspectConfig {
     pub model: PathBuf,
 
     /// Which engine loads it.
+    #[command(flatten)]
+    pub selection: EngineSelection,
+}
+
+/// `quiver validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateConfig {
+    /// The model repository to check.
+    pub model_repository: PathBuf,
+
+    /// Which engine loads models whose config names none, and where ONNX Runtime is.
     #[command(flatten)]
     pub selection: EngineSelection,
 }

@@ -2,10 +2,11 @@
 //!
 //! The binary is a thin shell over this library: [`config`] is the command line, [`engines`]
 //! sets up tract and ONNX Runtime, [`server`] starts the listeners, [`inspect`] prints a model's
-//! signature.
+//! signature, [`validate`] checks a repository without serving it.
 
 pub mod config;
 pub mod engines;
 pub mod inspect;
 pub mod logging;
 pub mod server;
+pub mod validate;

@@ -22,6 +22,15 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Validate(args) => {
+            let report = quiver::validate::validate(&args)?;
+            print!("{report}");
+            if report.passed() {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Inspect(args) => {
             let engines =
                 quiver::engines::engines(None, 1, false, args.selection.onnxruntime_lib.as_deref());

@@ -120,6 +120,81 @@ fn an_engine_no_one_registers_is_a_start_up_error_listing_the_engines() {
 }
 
 #[test]
+fn validate_passes_the_example_repository() {
+    let output = Command::new(bin())
+        .args(["validate"])
+        .arg(quiver_test_support::examples_repository())
+        .env_remove("QUIVER_ONNXRUNTIME_LIB")
+        .output()
+        .unwrap();
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("ok\tmobilenet_v2\t1\t"), "{report}");
+    assert!(
+        report.ends_with("1 ok, 0 failed, 0 skipped: passed\n"),
+        "{report}"
+    );
+}
+
+#[test]
+fn validate_names_every_problem_of_a_broken_repository() {
+    let repo = TempRepository::new().unwrap();
+    repo.add("good", 1, &fixture_model("half_plus_two"))
+        .unwrap();
+    repo.write("corrupt/1/model.onnx", b"not a model").unwrap();
+    repo.add("bad_key", 1, &fixture_model("half_plus_two"))
+        .unwrap();
+    repo.write("bad_key/config.toml", b"max_batch = 4\n")
+        .unwrap();
+    repo.add("typo", 1, &fixture_model("half_plus_two"))
+        .unwrap();
+    repo.write("typo/config.toml", b"engine = \"trakt\"\n")
+        .unwrap();
+    repo.write("empty/notes.txt", b"no versions here").unwrap();
+    repo.write("README.txt", b"not a model").unwrap();
+    let output = Command::new(bin())
+        .args(["validate"])
+        .arg(repo.path())
+        .env_remove("QUIVER_ONNXRUNTIME_LIB")
+        .output()
+        .unwrap();
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let line = |start: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?}:\n{report}"))
+            .to_owned()
+    };
+    assert!(line("ok\tgood\t1\t").ends_with("tract"), "{report}");
+    assert!(
+        line("FAILED\tcorrupt\t1\t").contains("corrupt_model"),
+        "{report}"
+    );
+    assert!(line("FAILED\tbad_key\t").contains("max_batch"), "{report}");
+    assert!(
+        line("FAILED\ttypo\t1\t")
+            .contains("engine_unavailable: this server has no engine called 'trakt'"),
+        "{report}"
+    );
+    assert!(line("FAILED\tempty\t").contains("no version"), "{report}");
+    assert!(line("skipped\t").contains("README.txt"), "{report}");
+    assert!(
+        report.ends_with("1 ok, 4 failed, 1 skipped: FAILED\n"),
+        "{report}"
+    );
+    // A repository that is not there is an error of the command.
+    let output = Command::new(bin())
+        .args(["validate", "/no/such/repository"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(err.contains("/no/such/repository"), "{err}");
+}
+
+#[test]
 fn serves_with_a_broken_model_and_exits_cleanly_on_sigterm() {
     let repo = TempRepository::new().unwrap();
     repo.add("good", 1, &fixture_model("half_plus_two"))
