@@ -86,7 +86,8 @@ def free_ports(n):
 def server(tmp_path_factory):
     """The server on a repository made for metrics: `dense` (the fixture); `queued`, the same
     model batching with a queue of one request that waits QUEUED_DELAY_S for company, so that a
-    second request is refused; `broken`, which fails to load."""
+    second request is refused; `broken`, which fails to load; `cached`, dense with a response
+    cache."""
     repository = tmp_path_factory.mktemp("monitoring-models")
     (repository / "dense").symlink_to(FIXTURES / "dense")
     (repository / "queued" / "1").mkdir(parents=True)
@@ -96,6 +97,10 @@ def server(tmp_path_factory):
         f"max_queue_delay_us = {int(QUEUED_DELAY_S * 1e6)}\nmax_queue_size = 1\n")
     (repository / "broken" / "1").mkdir(parents=True)
     (repository / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
+    # `cached`: dense with a response cache, so the cache's counters are exposed too.
+    (repository / "cached" / "1").mkdir(parents=True)
+    shutil.copy(FIXTURES / "dense" / "1" / "model.onnx", repository / "cached" / "1" / "model.onnx")
+    (repository / "cached" / "config.toml").write_text("[cache]\nmax_bytes = 1048576\n")
     server = Server(repository)
     yield server
     server.stop()

@@ -4,6 +4,7 @@
 //! [`ModelManager`] for a [`LoadedVersion`] and call [`LoadedVersion::infer`]. The core never
 //! learns which protocol or which engine is in play.
 
+mod cache;
 pub mod deadline;
 mod engines;
 mod error;
@@ -15,6 +16,7 @@ pub mod serve;
 mod version;
 pub mod warmup;
 
+pub use cache::CacheResult;
 pub use engines::{Engines, Selection};
 pub use error::{Error, ErrorKind};
 pub use examples::{Classification, Example, Feature};

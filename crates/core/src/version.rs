@@ -12,6 +12,7 @@ use quiver_processing::{Pipeline, ProcessError};
 use quiver_repository::processing::Task;
 use quiver_telemetry::VersionMetrics;
 
+use crate::cache::{CacheResult, Cached, ResponseCache};
 use crate::examples::{ImpliedTask, implied_task};
 use crate::manager::Retirement;
 use crate::{Error, ErrorKind};
@@ -30,6 +31,8 @@ pub struct LoadedVersion {
     pipeline: Option<Arc<Pipeline>>,
     /// What `:classify` / `:regress` read when the config names no task.
     implied_task: ImpliedTask,
+    /// Answers kept for repeated identical requests (`[cache]`), when configured.
+    cache: Option<ResponseCache>,
     queue: Queue,
     default_timeout: Option<Duration>,
     instances: usize,
@@ -56,6 +59,8 @@ pub struct Inference {
     pub raw: Vec<NamedTensor>,
     /// Tokens the request's text came to (0 without text inputs).
     pub tokens: usize,
+    /// Whether the answer came from the version's response cache (`None`: it has none).
+    pub cache: Option<CacheResult>,
 }
 
 impl Inference {
@@ -110,6 +115,7 @@ impl LoadedVersion {
             model_signature,
             pipeline: None,
             implied_task,
+            cache: None,
             queue,
             default_timeout,
             instances,
@@ -153,6 +159,17 @@ impl LoadedVersion {
             }
         }
         self.pipeline = pipeline.map(Arc::new);
+        self
+    }
+
+    /// Keeps answers to repeated identical requests, up to `max_bytes` (0: no cache).
+    pub(crate) fn with_cache(mut self, max_bytes: u64) -> Self {
+        self.cache = (max_bytes > 0).then(|| {
+            ResponseCache::new(
+                max_bytes,
+                quiver_telemetry::CacheMetrics::new(&self.name, self.version),
+            )
+        });
         self
     }
 
@@ -239,6 +256,42 @@ impl LoadedVersion {
         deadline: Option<Instant>,
     ) -> Result<Inference, Error> {
         let started = Instant::now();
+        let Some(cache) = &self.cache else {
+            return self.run_model(inputs, deadline, started).await;
+        };
+        let key = crate::cache::key(&inputs);
+        if let Some(kept) = cache.get(&key) {
+            return Ok(Inference {
+                outputs: kept.outputs.clone(),
+                raw: kept.raw.clone(),
+                queued: Duration::ZERO,
+                compute: Duration::ZERO,
+                preprocess: started.elapsed(),
+                postprocess: Duration::ZERO,
+                tokens: 0,
+                cache: Some(CacheResult::Hit),
+            });
+        }
+        let mut inference = self.run_model(inputs, deadline, started).await?;
+        cache.insert(
+            key,
+            Cached {
+                outputs: inference.outputs.clone(),
+                raw: inference.raw.clone(),
+            },
+        );
+        inference.cache = Some(CacheResult::Miss);
+        Ok(inference)
+    }
+
+    /// Pre-processing, the queue and the engine, post-processing: a request the cache did not
+    /// answer.
+    async fn run_model(
+        &self,
+        inputs: Vec<NamedTensor>,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Result<Inference, Error> {
         let deadline = deadline.or_else(|| self.default_timeout.map(|t| started + t));
         let _inflight = self.metrics.inflight();
         let (inputs, kept, tokens) = match &self.pipeline {
@@ -293,6 +346,7 @@ impl LoadedVersion {
             postprocess: post_started.elapsed(),
             raw,
             tokens,
+            cache: None,
         })
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use quiver_core::serve::{self, Decoded, Encoded, Stages, Target, check_outputs_unique};
 use quiver_core::{
-    Error, Inference, LoadedVersion, ModelManager, NamedTensor, TensorSpec, VersionSelector,
-    VersionState,
+    CacheResult, Error, Inference, LoadedVersion, ModelManager, NamedTensor, TensorSpec,
+    VersionSelector, VersionState,
 };
 use quiver_engine_api::{DataType, MAX_RANK, Tensor, TensorData, element_count, raw};
 use tokio_stream::{Stream, StreamExt as _};
@@ -65,7 +65,7 @@ impl InferenceService {
         &self,
         request: ModelInferRequest,
         deadline: Option<Instant>,
-    ) -> Result<ModelInferResponse, Status> {
+    ) -> Result<(ModelInferResponse, Option<CacheResult>), Status> {
         serve::infer(
             &self.models,
             Target::parse(&request.model_name, Some(&request.model_version)),
@@ -108,7 +108,7 @@ fn encode(
     inference: Inference,
     (id, requested): (String, Vec<InferRequestedOutputTensor>),
     stages: &mut Stages<'_>,
-) -> Result<Encoded<ModelInferResponse>, Error> {
+) -> Result<Encoded<(ModelInferResponse, Option<CacheResult>)>, Error> {
     let selected = select_outputs(loaded, &inference, &requested)?;
     stages.postprocessed();
     let mut response = ModelInferResponse {
@@ -134,7 +134,7 @@ fn encode(
         response.raw_output_contents.push(bytes);
     }
     let bytes = response.encoded_len();
-    Ok(Encoded::new(response, bytes))
+    Ok(Encoded::new((response, inference.cache), bytes))
 }
 
 fn shape_of(name: &str, dims: &[i64]) -> Result<Vec<usize>, Error> {
@@ -476,9 +476,16 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = crate::deadline::from_metadata(request.metadata());
-        self.infer(request.into_inner(), deadline)
-            .await
-            .map(Response::new)
+        let (answer, cache) = self.infer(request.into_inner(), deadline).await?;
+        let mut response = Response::new(answer);
+        if let Some(result) = cache {
+            // As HTTP's `x-quiver-cache` header: whether the response cache answered.
+            response.metadata_mut().insert(
+                "x-quiver-cache",
+                tonic::metadata::MetadataValue::from_static(result.as_str()),
+            );
+        }
+        Ok(response)
     }
 
     type ModelStreamInferStream = InferStream;
@@ -496,7 +503,7 @@ impl GrpcInferenceService for InferenceService {
             while let Some(next) = inbound.next().await {
                 let answer = match next {
                     Ok(request) => match service.infer(request, deadline).await {
-                        Ok(response) => ModelStreamInferResponse {
+                        Ok((response, _)) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),
                         },

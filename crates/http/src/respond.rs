@@ -24,6 +24,24 @@ pub fn json_value(value: &serde_json::Value) -> Result<Encoded<Response>, Error>
         .map_err(|e| Error::internal(format!("cannot encode the answer: {e}")))
 }
 
+/// Says whether the answer came from the model's response cache: `x-quiver-cache: hit|miss`
+/// (nothing for a model without a cache).
+pub fn cache_header(
+    mut encoded: Encoded<Response>,
+    cache: Option<quiver_core::CacheResult>,
+) -> Encoded<Response> {
+    if let Some(result) = cache {
+        encoded.answer.headers_mut().insert(
+            CACHE_HEADER,
+            axum::http::HeaderValue::from_static(result.as_str()),
+        );
+    }
+    encoded
+}
+
+/// The header [`cache_header`] sets.
+pub const CACHE_HEADER: &str = "x-quiver-cache";
+
 /// The answer, or the error in the protocol's shape.
 pub fn response(result: Result<Response, Error>) -> Response {
     result.unwrap_or_else(|error| ApiError::from(error).into_response())

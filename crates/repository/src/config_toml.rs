@@ -109,6 +109,15 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_is_off_unless_bounded() {
+        assert_eq!(parse_config("").unwrap().cache.max_bytes, None);
+        let c = parse_config("[cache]\nmax_bytes = 1048576\n").unwrap();
+        assert_eq!(c.cache.max_bytes, Some(1 << 20));
+        let e = parse_config("[cache]\nmax_entries = 5\n").unwrap_err();
+        assert!(e.contains("max_entries"), "{e}");
+    }
+
+    #[test]
     fn any_engine_name_parses_and_the_server_checks_it() {
         let engine = |text: &str| parse_config(text).map(|c| c.engine);
         assert_eq!(

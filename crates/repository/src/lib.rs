@@ -23,8 +23,8 @@ pub use model_config_file::{parse_model_config_file, read_model_config_file};
 pub use scan::{scan, scan_model};
 pub use triton::{parse_triton_config, parse_triton_json};
 pub use types::config::{
-    BatchingConfig, EngineChoice, EngineOptionsConfig, LifecycleConfig, ModelConfig, Rollover,
-    VersionPolicy, Warmup,
+    BatchingConfig, CacheConfig, EngineChoice, EngineOptionsConfig, LifecycleConfig, ModelConfig,
+    Rollover, VersionPolicy, Warmup,
 };
 pub use types::layout::{
     CONFIG_FILE, MODEL_FILE, ModelDir, RepositoryError, Scan, Skipped, TRITON_CONFIG_FILE,

@@ -37,4 +37,4 @@ macro_rules! request_span {
 pub use exporter::Exporter;
 pub use labels::{Protocol, Stage};
 pub use request::RequestRecord;
-pub use version::{InflightGuard, VersionMetrics};
+pub use version::{CacheMetrics, InflightGuard, VersionMetrics};

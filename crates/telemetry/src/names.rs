@@ -31,6 +31,8 @@ pub const REQUEST_SIZE: &str = "quiver_request_size_bytes";
 pub const RESPONSE_SIZE: &str = "quiver_response_size_bytes";
 /// Always 1; the labels say what is running (`version`).
 pub const BUILD_INFO: &str = "quiver_build_info";
+/// Counter: requests to a version with a response cache, by result (hit or miss).
+pub const CACHE_REQUESTS_TOTAL: &str = "quiver_cache_requests_total";
 
 /// Label: model name (empty when a request named no loaded model; names are bounded by the
 /// repository, never taken from a request that failed to resolve).
@@ -50,6 +52,8 @@ pub const REASON: &str = "reason";
 
 /// The `outcome` of a request that succeeded.
 pub const OK: &str = "ok";
+/// Label: whether the response cache held the answer (`hit`, `miss`).
+pub const RESULT: &str = "result";
 
 /// Gives every metric its help text and unit (shown as `# HELP` in the exposition).
 pub fn describe() {
@@ -102,4 +106,8 @@ pub fn describe() {
         "Size of inference response bodies (protobuf message size for gRPC)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; labels name the Quiver version.");
+    describe_counter!(
+        CACHE_REQUESTS_TOTAL,
+        "Requests to a version with a response cache, by result: hit (answered from the cache) or miss."
+    );
 }

@@ -142,6 +142,30 @@ impl VersionMetrics {
     }
 }
 
+/// The hit and miss counters of a version's response cache, registered (at 0) with the cache.
+#[derive(Debug, Clone)]
+pub struct CacheMetrics {
+    /// Requests answered from the cache.
+    pub hits: Counter,
+    /// Requests the cache did not hold.
+    pub misses: Counter,
+}
+
+impl CacheMetrics {
+    /// Registers the counters of `model` version `version`'s cache.
+    pub fn new(model: &str, version: u64) -> Self {
+        let counter = |result: &'static str| {
+            counter!(names::CACHE_REQUESTS_TOTAL,
+                names::MODEL => model.to_owned(), names::VERSION => version.to_string(),
+                names::RESULT => result)
+        };
+        Self {
+            hits: counter("hit"),
+            misses: counter("miss"),
+        }
+    }
+}
+
 /// Keeps a request counted in `quiver_inflight_requests` while it lives.
 #[derive(Debug)]
 pub struct InflightGuard<'a>(&'a Gauge);

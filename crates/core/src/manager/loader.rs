@@ -101,7 +101,8 @@ impl ModelManager {
             default_timeout,
         )
         .map_err(|e| LoadError::Resources(format!("cannot start the model's threads: {e}")))?
-        .with_pipeline(pipeline);
+        .with_pipeline(pipeline)
+        .with_cache(config.cache.max_bytes.unwrap_or(0));
         Ok((loaded, selection.reason))
     }
 }

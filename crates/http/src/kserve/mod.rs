@@ -295,7 +295,7 @@ fn encode(
         &selected,
     );
     if binary.is_empty() && selected.iter().all(|o| !o.binary) {
-        return Ok(respond::json(json));
+        return Ok(respond::cache_header(respond::json(json), inference.cache));
     }
     let json_len = json.len();
     json.extend_from_slice(&binary);
@@ -304,7 +304,10 @@ fn encode(
     response
         .headers_mut()
         .insert(HEADER_LENGTH, HeaderValue::from(json_len));
-    Ok(Encoded::new(response, bytes))
+    Ok(respond::cache_header(
+        Encoded::new(response, bytes),
+        inference.cache,
+    ))
 }
 
 /// Splits a body into its JSON header and binary data by `Inference-Header-Content-Length`.

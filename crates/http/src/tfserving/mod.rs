@@ -184,7 +184,7 @@ fn encode_predict(
     _: &mut Stages<'_>,
 ) -> Result<Encoded<Response>, Error> {
     codec::encode_predict(format, &inference.outputs)
-        .map(respond::json)
+        .map(|body| respond::cache_header(respond::json(body), inference.cache))
         .map_err(Error::invalid)
 }
 

@@ -30,6 +30,9 @@
 //! [lifecycle]
 //! rollover = "load_first"          # or "unload_first" (memory-bound hosts)
 //! warmup = "auto"                  # warmup/ samples, else synthesised; or "samples" / "none"
+//!
+//! [cache]
+//! max_bytes = 67108864             # answer repeated identical requests from memory (default off)
 //! ```
 
 use std::collections::BTreeMap;
@@ -108,6 +111,15 @@ impl<'de> Deserialize<'de> for EngineChoice {
     }
 }
 
+/// `[cache]`: answers kept for requests whose inputs are byte for byte the same as an earlier
+/// one's (for deterministic models; the default is off).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The cache's bound, in bytes of inputs and outputs kept; unset or 0: no cache.
+    pub max_bytes: Option<u64>,
+}
+
 /// A model's `config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +147,9 @@ pub struct ModelConfig {
     /// Post-processing, per output (`[outputs.NAME]`).
     #[serde(default)]
     pub outputs: BTreeMap<String, OutputProcessing>,
+    /// The response cache: off unless `max_bytes` is set.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 impl ModelConfig {
