@@ -80,6 +80,28 @@ pub(crate) fn implied_task(signature: &ModelSignature) -> ImpliedTask {
     Ok((task, step))
 }
 
+/// The implied task read through the config's processing of its output (labels, softmax,
+/// top_k), when the config has some for it and it fits the task.
+pub(crate) fn through_pipeline(
+    implied: ImpliedTask,
+    pipeline: &quiver_processing::Pipeline,
+) -> ImpliedTask {
+    let (task, step) = implied?;
+    match pipeline.output_step(step.output()) {
+        None => Ok((task, step)),
+        Some(configured) => configured
+            .with_task(task)
+            .map(|s| (task, s))
+            .ok_or_else(|| {
+                format!(
+                    "the config's processing of output '{}' does not fit a {}",
+                    step.output(),
+                    task_words(task).0
+                )
+            }),
+    }
+}
+
 /// The task's names in TF Serving's words: (signature kind, method).
 fn task_words(task: Task) -> (&'static str, &'static str) {
     match task {

@@ -9,11 +9,10 @@ use quiver_engine_api::{
     EngineError, ModelSignature, NamedTensor, Session, Tensor, TensorSpec, shape_text,
 };
 use quiver_processing::{Pipeline, ProcessError};
-use quiver_repository::processing::Task;
 use quiver_telemetry::VersionMetrics;
 
 use crate::cache::{CacheResult, Cached, ResponseCache};
-use crate::examples::{ImpliedTask, implied_task};
+use crate::examples::{ImpliedTask, implied_task, through_pipeline};
 use crate::manager::Retirement;
 use crate::{Error, ErrorKind};
 
@@ -136,27 +135,10 @@ impl LoadedVersion {
     pub(crate) fn with_pipeline(mut self, pipeline: Option<Pipeline>) -> Self {
         if let Some(p) = &pipeline {
             self.signature = p.client_signature().clone();
-            // The implied task reads its output through the config's step for it (its labels,
-            // softmax, top_k), where there is one that fits.
-            if let Ok((task, step)) = &self.implied_task
-                && let Some(configured) = p.output_step(step.output())
-            {
-                self.implied_task =
-                    configured
-                        .with_task(*task)
-                        .map(|s| (*task, s))
-                        .ok_or_else(|| {
-                            format!(
-                                "the config's processing of output '{}' does not fit a {}",
-                                step.output(),
-                                if *task == Task::Classification {
-                                    "classification"
-                                } else {
-                                    "regression"
-                                }
-                            )
-                        });
-            }
+            self.implied_task = through_pipeline(
+                std::mem::replace(&mut self.implied_task, Err(String::new())),
+                p,
+            );
         }
         self.pipeline = pipeline.map(Arc::new);
         self

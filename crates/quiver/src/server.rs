@@ -130,11 +130,11 @@ pub async fn start(
     if let quiver_core::EngineChoice::Named(name) = &engine.selection.engine
         && !engines.names().contains(&name.as_str())
     {
-        anyhow::bail!(
-            "--engine {name}: this server has no engine called '{name}'; its engines are: {} \
-             (or give auto)",
-            engines.names().join(", ")
-        );
+        let why = engines
+            .select(&engine.selection.engine)
+            .err()
+            .unwrap_or_default();
+        anyhow::bail!("--engine {name}: {why}");
     }
     let options = ManagerOptions {
         default_engine: engine.selection.engine.clone(),
