@@ -22,7 +22,7 @@ pub use error::{Error, ErrorKind};
 pub use examples::{Classification, Example, Feature};
 pub use load_error::LoadError;
 pub use manager::{
-    BatchingDefaults, IndexEntry, ManagerOptions, ModelManager, ModelSource, Sources,
+    BatchingDefaults, Budget, IndexEntry, ManagerOptions, ModelManager, ModelSource, Sources,
     VersionSelector, VersionState, VersionStatus,
 };
 pub use quiver_batcher::{BatchPolicy, QueueStats};

@@ -8,6 +8,7 @@
 //! ([`Inference`] → its answer). Both are closures taken by generic parameter, so a request
 //! pays for no boxed future, no dynamic call and no copy of a tensor here.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use quiver_engine_api::NamedTensor;
@@ -22,12 +23,25 @@ pub struct Target<'a> {
     pub model: &'a str,
     /// Which of its versions.
     pub version: VersionSelector,
+    /// The request's deadline when the front end knows it before decoding: it bounds the wait
+    /// for a version that loads on demand.
+    pub deadline: Option<Instant>,
 }
 
 impl<'a> Target<'a> {
     /// `version` of `model`.
     pub fn new(model: &'a str, version: VersionSelector) -> Self {
-        Self { model, version }
+        Self {
+            model,
+            version,
+            deadline: None,
+        }
+    }
+
+    /// The same target, for a request that stops being worth answering at `deadline`.
+    #[must_use]
+    pub fn until(self, deadline: Option<Instant>) -> Self {
+        Self { deadline, ..self }
     }
 
     /// The latest version of `model`.
@@ -93,7 +107,7 @@ impl Stages<'_> {
 /// inputs of the version found, the model runs on them under the decoded deadline, and `encode`
 /// turns its outputs into the answer.
 pub async fn infer<P, T>(
-    models: &ModelManager,
+    models: &Arc<ModelManager>,
     target: Result<Target<'_>, Error>,
     mut record: RequestRecord,
     decode: impl FnOnce(&LoadedVersion) -> Result<Decoded<P>, Error>,
@@ -112,14 +126,16 @@ pub async fn infer<P, T>(
 }
 
 async fn run<P, T>(
-    models: &ModelManager,
+    models: &Arc<ModelManager>,
     target: Result<Target<'_>, Error>,
     record: &mut RequestRecord,
     decode: impl FnOnce(&LoadedVersion) -> Result<Decoded<P>, Error>,
     encode: impl FnOnce(&LoadedVersion, Inference, P, &mut Stages<'_>) -> Result<Encoded<T>, Error>,
 ) -> Result<Encoded<T>, Error> {
     let target = target?;
-    let loaded = models.get(target.model, &target.version)?;
+    let loaded = models
+        .acquire(target.model, &target.version, target.deadline)
+        .await?;
     record.served_by(loaded.metrics());
     let Decoded {
         inputs,

@@ -53,10 +53,12 @@ impl InferenceService {
         Self { models }
     }
 
-    fn resolve(&self, name: &str, version: &str) -> Result<Arc<LoadedVersion>, Status> {
+    /// The version a request names, loaded on demand if it was unloaded while idle.
+    async fn resolve(&self, name: &str, version: &str) -> Result<Arc<LoadedVersion>, Status> {
         let target = Target::parse(name, Some(version)).map_err(status)?;
         self.models
-            .get(target.model, &target.version)
+            .acquire(target.model, &target.version, None)
+            .await
             .map_err(status)
     }
 
@@ -68,7 +70,8 @@ impl InferenceService {
     ) -> Result<(ModelInferResponse, Option<CacheResult>), Status> {
         serve::infer(
             &self.models,
-            Target::parse(&request.model_name, Some(&request.model_version)),
+            Target::parse(&request.model_name, Some(&request.model_version))
+                .map(|t| t.until(deadline)),
             RequestRecord::start(Protocol::KserveGrpc, request.encoded_len()),
             |_| {
                 check_outputs_unique(request.outputs.iter().map(|o| o.name.as_str()))?;
@@ -452,7 +455,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let request = request.into_inner();
-        let loaded = self.resolve(&request.name, &request.version)?;
+        let loaded = self.resolve(&request.name, &request.version).await?;
         let versions = self
             .models
             .status(&request.name, None)
@@ -530,7 +533,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
         let request = request.into_inner();
-        let loaded = self.resolve(&request.name, &request.version)?;
+        let loaded = self.resolve(&request.name, &request.version).await?;
         Ok(Response::new(ModelConfigResponse {
             config: Some(model_config(&loaded)),
         }))

@@ -46,10 +46,12 @@ impl TfServing {
         Self { models }
     }
 
-    fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<LoadedVersion>, Status> {
+    /// The version a request names, loaded on demand if it was unloaded while idle.
+    async fn resolve(&self, spec: Option<&ModelSpec>) -> Result<Arc<LoadedVersion>, Status> {
         let target = target_of(spec).map_err(status)?;
         self.models
-            .get(target.model, &target.version)
+            .acquire(target.model, &target.version, None)
+            .await
             .map_err(status)
     }
 }
@@ -228,7 +230,7 @@ fn tf_state(state: VersionState) -> State {
         VersionState::Loading => State::Loading,
         VersionState::Available => State::Available,
         VersionState::Unloading => State::Unloading,
-        VersionState::End | VersionState::Failed => State::End,
+        VersionState::End | VersionState::Failed | VersionState::Idle => State::End,
     }
 }
 
@@ -241,7 +243,7 @@ impl TfServing {
         let output_filter = &request.output_filter;
         serve::infer(
             &self.models,
-            target_of(request.model_spec.as_ref()),
+            target_of(request.model_spec.as_ref()).map(|t| t.until(deadline)),
             RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len()),
             |loaded| {
                 check_signature(request.model_spec.as_ref(), loaded.name())?;
@@ -307,7 +309,7 @@ impl TfServing {
         let (spec, input) = request.into_parts();
         serve::infer(
             &self.models,
-            target_of(spec.as_ref()),
+            target_of(spec.as_ref()).map(|t| t.until(deadline)),
             record,
             |loaded| {
                 check_signature(spec.as_ref(), loaded.name())?;
@@ -390,7 +392,7 @@ impl PredictionService for TfServing {
         request: Request<GetModelMetadataRequest>,
     ) -> Result<Response<GetModelMetadataResponse>, Status> {
         let request = request.into_inner();
-        let loaded = self.resolve(request.model_spec.as_ref())?;
+        let loaded = self.resolve(request.model_spec.as_ref()).await?;
         if request.metadata_field.is_empty() {
             return Err(status(invalid(
                 "metadata_field is empty; ask for \"signature_def\"",

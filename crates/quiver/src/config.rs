@@ -103,6 +103,21 @@ pub struct LifecycleConfig {
         action = clap::ArgAction::Set, value_name = "BOOL")]
     pub allow_version_labels_for_unavailable_models: bool,
 
+    /// Most model versions loaded at once. Loading one more first unloads the least recently
+    /// used versions (idle ones first; `[lifecycle] pinned = true` ones never); an unloaded
+    /// version shows as UNLOADED_IDLE and loads again when a request asks for it. Default: no
+    /// bound.
+    #[arg(long, env = "QUIVER_MAX_LOADED_MODELS", value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_models: Option<u64>,
+
+    /// Most memory, in bytes, that loaded model versions may take, by each version's estimate
+    /// (what the process grew by while it loaded, at least its model file). Over it, the least
+    /// recently used versions are unloaded as with --max-loaded-models. Default: no bound.
+    #[arg(long, env = "QUIVER_MEMORY_BUDGET_BYTES", value_name = "BYTES",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget_bytes: Option<u64>,
+
     /// After SIGTERM/SIGINT, seconds to keep accepting requests while reporting not-ready (time
     /// for a load balancer to notice), before the listeners close.
     #[arg(long, env = "QUIVER_SHUTDOWN_DELAY_SECS", default_value_t = 0.0, value_name = "SECS",

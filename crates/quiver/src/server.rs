@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use std::time::Duration;
 
-use quiver_core::{BatchingDefaults, ManagerOptions, ModelManager, Sources};
+use quiver_core::{BatchingDefaults, Budget, ManagerOptions, ModelManager, Sources};
 use quiver_grpc::GrpcOptions;
 use quiver_http::AppState;
 use tokio::net::TcpListener;
@@ -150,6 +150,14 @@ pub async fn start(
         },
         allow_unavailable_labels: config.lifecycle.allow_version_labels_for_unavailable_models,
         model_control_api: config.lifecycle.model_control_mode == ControlMode::Explicit,
+        budget: Budget {
+            max_loaded_versions: config
+                .lifecycle
+                .max_loaded_models
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            memory_bytes: config.lifecycle.memory_budget_bytes,
+        },
+        ..ManagerOptions::default()
     };
     let metrics = if config.log.metrics {
         Some(quiver_telemetry::exporter::install().map_err(anyhow::Error::msg)?)

@@ -14,6 +14,7 @@ pub const STATES: &[&str] = &[
     "unloading",
     "end",
     "failed",
+    "unloaded_idle",
 ];
 
 /// Sets `quiver_model_version_state`: 1 for `state`, 0 for every other state, so that a query
@@ -44,4 +45,35 @@ pub fn record_load(model: &str, version: u64, took: Duration, failure: Option<&'
         counter!(names::LOAD_ERRORS_TOTAL, names::MODEL => model.to_owned(), names::REASON => reason)
             .increment(1);
     }
+}
+
+/// Makes the memory budget's metrics of a model exist (counters at 0), when a budget is set.
+pub fn register_budget(model: &str) {
+    counter!(names::EVICTIONS_TOTAL, names::MODEL => model.to_owned()).absolute(0);
+    counter!(names::LOADS_ON_DEMAND_TOTAL, names::MODEL => model.to_owned()).absolute(0);
+    // Registered now so that a dashboard sees the series before the first wait.
+    let _ = histogram!(names::ON_DEMAND_WAIT, names::MODEL => model.to_owned());
+}
+
+/// Counts a version of `model` unloaded to keep within the memory budget.
+pub fn record_eviction(model: &str) {
+    counter!(names::EVICTIONS_TOTAL, names::MODEL => model.to_owned()).increment(1);
+}
+
+/// Counts a version of `model` loaded again on a request's demand.
+pub fn record_load_on_demand(model: &str) {
+    counter!(names::LOADS_ON_DEMAND_TOTAL, names::MODEL => model.to_owned()).increment(1);
+}
+
+/// Records how long a request waited for a version of `model` to load on demand.
+pub fn record_on_demand_wait(model: &str, waited: Duration) {
+    histogram!(names::ON_DEMAND_WAIT, names::MODEL => model.to_owned())
+        .record(waited.as_secs_f64());
+}
+
+/// Sets a version's estimated memory (0 once it is unloaded).
+pub fn set_memory(model: &str, version: u64, bytes: u64) {
+    let bytes = bytes as f64;
+    gauge!(names::MEMORY_BYTES, names::MODEL => model.to_owned(), names::VERSION => version.to_string())
+        .set(bytes);
 }

@@ -33,6 +33,14 @@ pub const RESPONSE_SIZE: &str = "quiver_response_size_bytes";
 pub const BUILD_INFO: &str = "quiver_build_info";
 /// Counter: requests to a version with a response cache, by result (hit or miss).
 pub const CACHE_REQUESTS_TOTAL: &str = "quiver_cache_requests_total";
+/// Counter: versions unloaded to keep within the memory budget (`model`).
+pub const EVICTIONS_TOTAL: &str = "quiver_model_evictions_total";
+/// Counter: versions loaded again because a request asked for them (`model`).
+pub const LOADS_ON_DEMAND_TOTAL: &str = "quiver_model_loads_on_demand_total";
+/// Histogram: how long requests waited for their version to load on demand (`model`).
+pub const ON_DEMAND_WAIT: &str = "quiver_model_on_demand_wait_seconds";
+/// Gauge: a loaded version's estimated memory, what the budget counts (`model`, `version`).
+pub const MEMORY_BYTES: &str = "quiver_model_memory_bytes";
 
 /// Label: model name (empty when a request named no loaded model; names are bounded by the
 /// repository, never taken from a request that failed to resolve).
@@ -109,5 +117,23 @@ pub fn describe() {
     describe_counter!(
         CACHE_REQUESTS_TOTAL,
         "Requests to a version with a response cache, by result: hit (answered from the cache) or miss."
+    );
+    describe_counter!(
+        EVICTIONS_TOTAL,
+        "Model versions unloaded while idle to keep within the memory budget."
+    );
+    describe_counter!(
+        LOADS_ON_DEMAND_TOTAL,
+        "Model versions loaded again because a request asked for them after an eviction."
+    );
+    describe_histogram!(
+        ON_DEMAND_WAIT,
+        Unit::Seconds,
+        "Time requests waited for their model version to load on demand."
+    );
+    describe_gauge!(
+        MEMORY_BYTES,
+        Unit::Bytes,
+        "Estimated memory of a loaded model version (what the memory budget counts; 0 once unloaded)."
     );
 }

@@ -6,8 +6,10 @@
 //! (building a version), [`retire`] (letting a version go once its requests end) and
 //! [`fingerprint`]. This file carries a plan out and holds the public lifecycle calls.
 
+mod budget;
 mod fingerprint;
 mod loader;
+mod on_demand;
 mod options;
 mod plan;
 mod retire;
@@ -16,7 +18,7 @@ mod table;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -35,6 +37,7 @@ const UNLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) use retire::Retirement;
 use table::ModelRecord;
 
+pub use budget::Budget;
 pub use options::{BatchingDefaults, ManagerOptions};
 pub use sources::{ModelSource, Sources};
 pub use table::{IndexEntry, VersionSelector, VersionState, VersionStatus};
@@ -56,6 +59,41 @@ pub struct ModelManager {
     /// Flags of the versions retired and not yet known to be dropped.
     retiring: Mutex<Vec<Dropped>>,
     ready: AtomicBool,
+    /// Under a memory budget, held from making room for a version until it is in (or failed),
+    /// so two loads never count the same room.
+    admission: Mutex<()>,
+    /// The clock of `last_used`: a count of uses, so that the order is exact however close
+    /// two uses come.
+    clock: AtomicU64,
+}
+
+/// One version to load, and from what.
+struct Load<'a> {
+    model_dir: &'a Path,
+    version: &'a repository::VersionDir,
+    config: &'a repository::LoadedConfig,
+    /// Of the files it loads from.
+    fingerprint: u64,
+    /// Leave it idle if it fits the memory budget only by unloading others.
+    defer: bool,
+}
+
+/// The size of a version's model file (0 when it cannot be read: loading will say why).
+fn file_bytes(version: &repository::VersionDir) -> u64 {
+    std::fs::metadata(&version.model_file).map_or(0, |m| m.len())
+}
+
+/// How far a sync goes beyond what the source wants.
+#[derive(Debug, Clone, Copy, Default)]
+struct SyncMode {
+    /// Load the wanted versions again even when unchanged, failed or idle (a load request).
+    force: bool,
+    /// Load this idle version again (a request wants it).
+    wake: Option<u64>,
+    /// A version that fits the memory budget only by unloading others stays unloaded (idle)
+    /// instead: the start-up and polls of a repository larger than the budget load what fits
+    /// and leave the rest to the requests that want it.
+    defer: bool,
 }
 
 impl ModelManager {
@@ -70,6 +108,20 @@ impl ModelManager {
             syncing: Mutex::default(),
             retiring: Mutex::default(),
             ready: AtomicBool::new(false),
+            admission: Mutex::default(),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// The next tick of the budget's least-recently-used order.
+    pub(crate) fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn deferring(&self) -> SyncMode {
+        SyncMode {
+            defer: self.options.budget.is_set(),
+            ..SyncMode::default()
         }
     }
 
@@ -92,7 +144,7 @@ impl ModelManager {
     /// recorded as failed and does not stop the others. Blocking.
     pub fn load_all(&self) -> Result<(), RepositoryError> {
         for source in self.sources()? {
-            if let Err(e) = self.sync(&source, false, None) {
+            if let Err(e) = self.sync(&source, self.deferring(), None) {
                 tracing::error!(model = %source.name, "{}", e.message);
             }
         }
@@ -105,7 +157,7 @@ impl ModelManager {
         let sources = self.sources()?;
         for source in &sources {
             let before = self.model_error(&source.name);
-            if let Err(e) = self.sync(source, false, None) {
+            if let Err(e) = self.sync(source, self.deferring(), None) {
                 // A broken config is tried again at every poll; say so once, not every time.
                 if before.is_some() && before == self.model_error(&source.name) {
                     tracing::debug!(model = %source.name, "{}", e.message);
@@ -154,7 +206,11 @@ impl ModelManager {
         let source = sources.iter().find(|s| s.name == name).ok_or_else(|| {
             Error::not_found(format!("model '{name}' is not in the model repository"))
         })?;
-        self.sync(source, true, config)
+        let force = SyncMode {
+            force: true,
+            ..SyncMode::default()
+        };
+        self.sync(source, force, config)
     }
 
     /// Stops serving every version of `name`; each finishes its in-flight requests, then is
@@ -173,7 +229,7 @@ impl ModelManager {
         for version in versions {
             retiring.extend(self.retire(name, version));
             self.update(name, version, |r| {
-                if r.state == VersionState::Failed {
+                if matches!(r.state, VersionState::Failed | VersionState::Idle) {
                     r.state = VersionState::End;
                 }
             });
@@ -236,13 +292,16 @@ impl ModelManager {
     fn sync(
         &self,
         source: &ModelSource,
-        force: bool,
+        mode: SyncMode,
         config_override: Option<&repository::LoadedConfig>,
     ) -> Result<(), Error> {
         let name = source.name.as_str();
         let lock = self.model_lock(name);
         let _syncing = lock.lock().unwrap_or_else(PoisonError::into_inner);
         quiver_telemetry::lifecycle::register_model(name);
+        if self.options.budget.is_set() {
+            quiver_telemetry::lifecycle::register_budget(name);
+        }
         self.write().entry(name.to_owned()).or_default();
 
         let mut loaded_config = match config_override {
@@ -301,7 +360,8 @@ impl ModelManager {
             &Wanted {
                 on_disk: &on_disk,
                 wanted: &wanted,
-                force,
+                force: mode.force,
+                wake: mode.wake,
                 unload_first: config.lifecycle.rollover == Rollover::UnloadFirst,
             },
         );
@@ -321,9 +381,14 @@ impl ModelManager {
                     let Some(dir) = versions.iter().find(|v| v.version == version) else {
                         continue;
                     };
-                    if let Err(reason) =
-                        self.load_version(name, &source.dir, dir, &loaded_config, fingerprint)
-                    {
+                    let load = Load {
+                        model_dir: &source.dir,
+                        version: dir,
+                        config: &loaded_config,
+                        fingerprint,
+                        defer: mode.defer,
+                    };
+                    if let Err(reason) = self.load_version(name, &load) {
                         failures.push(format!("version {version}: {reason}"));
                     }
                 }
@@ -340,8 +405,22 @@ impl ModelManager {
             }
         }
         self.update_labels(name, &config.labels);
-        if let Some(record) = self.write().get_mut(name) {
+        let forgotten: Vec<u64> = {
+            let mut models = self.write();
+            let Some(record) = models.get_mut(name) else {
+                return Ok(());
+            };
             record.error = None;
+            // An idle version the policy no longer wants is simply gone.
+            record
+                .versions
+                .iter()
+                .filter(|(v, r)| r.state == VersionState::Idle && !wanted.contains(v))
+                .map(|(&v, _)| v)
+                .collect()
+        };
+        for version in forgotten {
+            self.update(name, version, |r| r.state = VersionState::End);
         }
         if failures.is_empty() {
             Ok(())
@@ -368,17 +447,52 @@ impl ModelManager {
         }
     }
 
-    /// Loads one version and swaps it in; the one it replaces (a reload) is retired.
-    fn load_version(
-        &self,
-        name: &str,
-        model_dir: &Path,
-        version: &repository::VersionDir,
-        loaded_config: &repository::LoadedConfig,
-        print: u64,
-    ) -> Result<(), LoadError> {
-        let number = version.version;
-        for warning in &loaded_config.warnings {
+    /// Loads one version and swaps it in; the one it replaces (a reload) is retired. Under a
+    /// memory budget, room is made first (or, deferring, the version is left idle).
+    fn load_version(&self, name: &str, load: &Load<'_>) -> Result<(), LoadError> {
+        let number = load.version.version;
+        let budget = self.options.budget;
+        let _admission = budget.is_set().then(|| {
+            self.admission
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        });
+        let pinned = load.config.config.lifecycle.pinned;
+        if budget.is_set() {
+            match self.make_room(name, load, pinned) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(model = %name, version = number,
+                        "not loaded now: the memory budget is full; the first request loads it");
+                    self.update(name, number, |r| {
+                        if r.loaded.is_none() {
+                            r.state = VersionState::Idle;
+                            r.fingerprint = load.fingerprint;
+                        }
+                    });
+                    return Ok(());
+                }
+                Err(no_room) => {
+                    let error = LoadError::Resources(no_room.why);
+                    tracing::error!(model = %name, version = number, error = %error,
+                        "model version not loaded");
+                    self.update(name, number, |r| {
+                        if r.loaded.is_none() && (load.defer || r.state == VersionState::Idle) {
+                            // Still loads on demand once there is room.
+                            r.state = VersionState::Idle;
+                            r.error = Some(table::Failure {
+                                error: error.clone(),
+                                reload: false,
+                            });
+                        } else {
+                            r.fail(error.clone());
+                        }
+                    });
+                    return Err(error);
+                }
+            }
+        }
+        for warning in &load.config.warnings {
             tracing::warn!(model = %name, version = number, "{warning}");
         }
         self.update(name, number, |r| {
@@ -388,7 +502,8 @@ impl ModelManager {
             }
         });
         let started = Instant::now();
-        let result = self.build(name, model_dir, version, loaded_config);
+        let resident_before = budget.is_set().then(budget::resident_bytes);
+        let result = self.build(name, load.model_dir, load.version, load.config);
         quiver_telemetry::lifecycle::record_load(
             name,
             number,
@@ -397,16 +512,31 @@ impl ModelManager {
         );
         match result {
             Ok((loaded, why)) => {
+                let declared = load.config.config.lifecycle.memory_bytes;
+                let bytes = resident_before.map_or(0, |before| {
+                    declared.unwrap_or_else(|| {
+                        budget::estimate(before, budget::resident_bytes(), file_bytes(load.version))
+                    })
+                });
                 tracing::info!(model = %name, version = number, engine = loaded.engine(),
                     why = %why, seconds = started.elapsed().as_secs_f64(), "model version available");
                 let mut old = None;
+                let now = self.tick();
                 self.update(name, number, |r| {
                     old = r.loaded.replace(Arc::new(loaded));
                     r.state = VersionState::Available;
                     r.dropped = None;
                     r.error = None;
-                    r.fingerprint = print;
+                    r.fingerprint = load.fingerprint;
+                    r.bytes = bytes;
+                    r.pinned = pinned;
+                    *r.last_used.get_mut() = now;
                 });
+                if budget.is_set() {
+                    quiver_telemetry::lifecycle::set_memory(name, number, bytes);
+                    // The estimate may be more than the room made for it.
+                    self.enforce(name, number);
+                }
                 if let Some(old) = old {
                     self.retire_when_idle(name, number, &old, false);
                 }
@@ -416,7 +546,7 @@ impl ModelManager {
                 tracing::error!(model = %name, version = number, reason = error.reason(),
                     error = %error, "model version failed to load");
                 self.update(name, number, |r| {
-                    r.fingerprint = print;
+                    r.fingerprint = load.fingerprint;
                     r.fail(error.clone());
                 });
                 Err(error)

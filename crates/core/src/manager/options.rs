@@ -6,6 +6,8 @@ use std::time::Duration;
 use quiver_engine_api::OptimizationLevel;
 use quiver_repository::EngineChoice;
 
+use super::budget::Budget;
+
 /// How the manager runs the models it loads.
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
@@ -24,6 +26,11 @@ pub struct ManagerOptions {
     pub allow_unavailable_labels: bool,
     /// Whether the repository API may load and unload models (`--model-control-mode explicit`).
     pub model_control_api: bool,
+    /// Bounds on what stays loaded (`--max-loaded-models`, `--memory-budget-bytes`).
+    pub budget: Budget,
+    /// Longest wait of a request for a version to load on demand, when its own deadline is
+    /// later or unset.
+    pub on_demand_wait: Duration,
 }
 
 /// Server-wide batching settings (`--max-batch-size` and friends); a model's `[batching]`
@@ -63,6 +70,8 @@ impl Default for ManagerOptions {
             batching: BatchingDefaults::default(),
             allow_unavailable_labels: false,
             model_control_api: false,
+            budget: Budget::default(),
+            on_demand_wait: Duration::from_secs(60),
         }
     }
 }

@@ -28,6 +28,9 @@ pub(crate) struct Wanted<'a> {
     pub(crate) force: bool,
     /// Unload what is replaced before loading anything (`rollover = "unload_first"`).
     pub(crate) unload_first: bool,
+    /// A version unloaded while idle that a request wants loaded again; idle versions stay
+    /// unloaded otherwise (unless `force`).
+    pub(crate) wake: Option<u64>,
 }
 
 /// One step of bringing a model in line with its source, in the order they are to be taken.
@@ -55,6 +58,7 @@ pub(crate) fn plan(current: &BTreeMap<u64, Current>, wanted: &Wanted<'_>) -> Vec
                     now.fingerprint != *print || wanted.force
                 }
                 VersionState::Loading => false,
+                VersionState::Idle => wanted.force || wanted.wake == Some(*version),
                 VersionState::Start | VersionState::Unloading | VersionState::End => true,
             },
         })
@@ -115,6 +119,7 @@ mod tests {
             wanted,
             force: false,
             unload_first: false,
+            wake: None,
         }
     }
 
@@ -259,5 +264,28 @@ mod tests {
     fn versions_not_on_disk_are_never_loaded() {
         let current = BTreeMap::new();
         assert_eq!(plan(&current, &wanted(&[(1, 10)], &[1, 5])), [load(1, 10)]);
+    }
+
+    #[test]
+    fn idle_versions_load_only_when_woken_or_forced() {
+        let current = BTreeMap::from([(1, state(VersionState::Idle, 10))]);
+        let on_disk = [(1, 10)];
+        assert!(plan(&current, &wanted(&on_disk, &[1])).is_empty());
+        let woken = Wanted {
+            wake: Some(1),
+            ..wanted(&on_disk, &[1])
+        };
+        assert_eq!(plan(&current, &woken), [load(1, 10)]);
+        let forced = Wanted {
+            force: true,
+            ..wanted(&on_disk, &[1])
+        };
+        assert_eq!(plan(&current, &forced), [load(1, 10)]);
+        // Waking another version leaves this one idle.
+        let other = Wanted {
+            wake: Some(2),
+            ..wanted(&on_disk, &[1])
+        };
+        assert!(plan(&current, &other).is_empty());
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ModelManager;
 use super::retire::Dropped;
@@ -25,6 +26,8 @@ pub enum VersionState {
     End,
     /// Loading failed; the reason is in [`VersionStatus::error`].
     Failed,
+    /// Unloaded while idle to keep within the memory budget; its next request loads it again.
+    Idle,
 }
 
 impl VersionState {
@@ -35,7 +38,7 @@ impl VersionState {
             VersionState::Loading => "LOADING",
             VersionState::Available => "AVAILABLE",
             VersionState::Unloading => "UNLOADING",
-            VersionState::End | VersionState::Failed => "END",
+            VersionState::End | VersionState::Failed | VersionState::Idle => "END",
         }
     }
 
@@ -48,9 +51,14 @@ impl VersionState {
             VersionState::Unloading => "unloading",
             VersionState::End => "end",
             VersionState::Failed => "failed",
+            VersionState::Idle => "unloaded_idle",
         }
     }
 }
+
+/// Why an idle version is not loaded, as status and index calls show it.
+const IDLE_REASON: &str =
+    "unloaded while idle to keep within the memory budget; the next request loads it";
 
 /// Status of one model version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +149,7 @@ impl IndexEntry {
             Some(VersionState::Available) => "READY",
             Some(VersionState::Loading) => "LOADING",
             Some(VersionState::Unloading) => "UNLOADING",
+            Some(VersionState::Idle) => "UNLOADED_IDLE",
             _ => "UNAVAILABLE",
         }
     }
@@ -150,6 +159,7 @@ impl IndexEntry {
         match (&self.reason, self.state) {
             (Some(reason), _) => reason.clone(),
             (None, Some(VersionState::End)) => "unloaded".into(),
+            (None, Some(VersionState::Idle)) => IDLE_REASON.into(),
             (None, None) => "no version to load".into(),
             _ => String::new(),
         }
@@ -183,6 +193,13 @@ pub(crate) struct VersionRecord {
     pub(crate) fingerprint: u64,
     /// Raised once a retired version has been dropped.
     pub(crate) dropped: Option<Dropped>,
+    /// Its estimated memory, measured when it last loaded (0: never measured).
+    pub(crate) bytes: u64,
+    /// When a request last asked for it, in ticks of the manager's clock (kept only
+    /// under a memory budget).
+    pub(crate) last_used: AtomicU64,
+    /// `[lifecycle] pinned`: the memory budget never unloads it.
+    pub(crate) pinned: bool,
 }
 
 impl VersionRecord {
@@ -214,6 +231,9 @@ impl Default for VersionRecord {
             loaded: None,
             fingerprint: 0,
             dropped: None,
+            bytes: 0,
+            last_used: AtomicU64::new(0),
+            pinned: false,
         }
     }
 }
@@ -258,30 +278,57 @@ fn model_not_found(name: &str) -> Error {
     Error::not_found(format!("model '{name}' not found"))
 }
 
+/// What a request's selector finds.
+pub(crate) enum Found {
+    /// A loaded version.
+    Loaded(Arc<LoadedVersion>),
+    /// A version unloaded while idle, that loads on demand.
+    Idle(u64),
+}
+
 impl ModelManager {
-    /// The loaded version of `name` that `selector` picks.
+    /// The loaded version of `name` that `selector` picks. A version unloaded while idle (the
+    /// memory budget) is an error here; [`ModelManager::acquire`] loads it.
     pub fn get(&self, name: &str, selector: &VersionSelector) -> Result<Arc<LoadedVersion>, Error> {
+        match self.lookup(name, selector)? {
+            Found::Loaded(loaded) => Ok(loaded),
+            Found::Idle(version) => Err(Error::not_found(format!(
+                "version {version} of model '{name}' is not loaded ({IDLE_REASON})"
+            ))),
+        }
+    }
+
+    /// The version `selector` picks: loaded, or idle. The latest is the highest version that is
+    /// either.
+    pub(crate) fn lookup(&self, name: &str, selector: &VersionSelector) -> Result<Found, Error> {
         let models = self.read();
         let record = models.get(name).ok_or_else(|| model_not_found(name))?;
+        let found = |version: u64, v: &VersionRecord| match &v.loaded {
+            Some(loaded) => {
+                if self.options.budget.is_set() {
+                    v.last_used.store(self.tick(), Ordering::Relaxed);
+                }
+                Some(Found::Loaded(Arc::clone(loaded)))
+            }
+            None => (v.state == VersionState::Idle).then_some(Found::Idle(version)),
+        };
         let Some(version) = record.version_of(name, selector)? else {
             return record
                 .versions
-                .values()
+                .iter()
                 .rev()
-                .find_map(|v| v.loaded.clone())
+                .find_map(|(&version, v)| found(version, v))
                 .ok_or_else(|| {
                     Error::not_found(format!("model '{name}' has no available version"))
                 });
         };
         match record.versions.get(&version) {
-            Some(VersionRecord {
-                loaded: Some(loaded),
-                ..
-            }) => Ok(Arc::clone(loaded)),
-            Some(v) => Err(Error::not_found(format!(
-                "version {version} of model '{name}' is not available (state {})",
-                v.current_state().tf_name()
-            ))),
+            Some(v) => found(version, v).ok_or_else(|| {
+                Error::not_found(format!(
+                    "version {version} of model '{name}' is not available (state {})",
+                    v.current_state().tf_name()
+                ))
+            }),
             None => Err(Error::not_found(format!(
                 "model '{name}' has no version {version}"
             ))),

@@ -101,6 +101,7 @@ async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     }
 }
 
+/// The loaded version a path names, without loading one that is idle (readiness).
 fn resolve(
     state: &AppState,
     name: &str,
@@ -110,26 +111,44 @@ fn resolve(
     Ok(state.models.get(target.model, &target.version)?)
 }
 
+/// The version a path names, loaded on demand if it was unloaded while idle (metadata and
+/// config, which clients read before their first request).
+async fn acquire(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<LoadedVersion>, ApiError> {
+    let target = Target::parse(name, version)?;
+    Ok(state
+        .models
+        .acquire(target.model, &target.version, None)
+        .await?)
+}
+
 async fn model_metadata(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    metadata(&state, &name, None)
+    metadata(&state, &name, None).await
 }
 
 async fn model_metadata_version(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    metadata(&state, &name, Some(&version))
+    metadata(&state, &name, Some(&version)).await
 }
 
 fn tensor_metadata(spec: &TensorSpec) -> Value {
     json!({ "name": spec.name, "datatype": spec.dtype.kserve_name(), "shape": spec.shape })
 }
 
-fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
-    let loaded = resolve(state, name, version)?;
+async fn metadata(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Response, ApiError> {
+    let loaded = acquire(state, name, version).await?;
     let versions: Vec<String> = state
         .models
         .status(name, None)?
@@ -166,7 +185,7 @@ async fn model_config(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let loaded = resolve(&state, &name, None)?;
+    let loaded = acquire(&state, &name, None).await?;
     Ok(axum::Json(config_json(&loaded)).into_response())
 }
 
@@ -174,7 +193,7 @@ async fn model_config_version(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let loaded = resolve(&state, &name, Some(&version))?;
+    let loaded = acquire(&state, &name, Some(&version)).await?;
     Ok(axum::Json(config_json(&loaded)).into_response())
 }
 
@@ -244,9 +263,11 @@ async fn run_infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
+    // A malformed timeout header is reported by `decode`; here it only bounds a load on demand.
+    let header_deadline = crate::deadline::from_headers(headers).ok().flatten();
     let result = serve::infer(
         &state.models,
-        target,
+        target.map(|t| t.until(header_deadline)),
         record,
         |_| decode(headers, body),
         encode,

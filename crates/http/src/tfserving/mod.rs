@@ -121,7 +121,8 @@ async fn dispatch(
         Target::Metadata => {
             return state
                 .models
-                .get(&model, &version)
+                .acquire(&model, &version, None)
+                .await
                 .map(|loaded| axum::Json(metadata_json(&loaded)).into_response())
                 .map_err(ApiError::from)
                 .into_response();

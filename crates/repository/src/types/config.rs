@@ -30,6 +30,8 @@
 //! [lifecycle]
 //! rollover = "load_first"          # or "unload_first" (memory-bound hosts)
 //! warmup = "auto"                  # warmup/ samples, else synthesised; or "samples" / "none"
+//! pinned = false                   # true: the memory budget never unloads it
+//! memory_bytes = 268435456         # what the memory budget counts (default: measured at load)
 //!
 //! [cache]
 //! max_bytes = 67108864             # answer repeated identical requests from memory (default off)
@@ -215,6 +217,14 @@ pub struct LifecycleConfig {
     /// Requests run before a version takes traffic; default: `auto`.
     #[serde(default)]
     pub warmup: Warmup,
+    /// Never unloaded to keep within the memory budget (`--max-loaded-models`,
+    /// `--memory-budget-bytes`); default: false.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The version's memory in bytes as the memory budget counts it, in place of the estimate
+    /// measured as it loads (for models whose use grows after loading, or hosts where the
+    /// measure is blurred by other work).
+    pub memory_bytes: Option<u64>,
 }
 
 /// Order of a version swap.
