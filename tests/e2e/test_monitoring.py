@@ -35,7 +35,7 @@ FIXTURES = ROOT / "crates" / "test-support" / "fixtures" / "models"
 LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1, 2.5, 5, 10]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-STATES = ["start", "loading", "available", "unloading", "end", "failed"]
+STATES = ["start", "loading", "available", "unloading", "end", "failed", "unloaded_idle"]
 STAGES = ["preprocess", "queue", "compute", "postprocess", "encode"]
 # `queued` holds a lone request in its queue this long, waiting for a batch to fill.
 QUEUED_DELAY_S = 1.5
@@ -101,7 +101,8 @@ def server(tmp_path_factory):
     (repository / "cached" / "1").mkdir(parents=True)
     shutil.copy(FIXTURES / "dense" / "1" / "model.onnx", repository / "cached" / "1" / "model.onnx")
     (repository / "cached" / "config.toml").write_text("[cache]\nmax_bytes = 1048576\n")
-    server = Server(repository)
+    # A budget with room for all (so the budget's metrics are exposed, and nothing is unloaded).
+    server = Server(repository, "--max-loaded-models", "16")
     yield server
     server.stop()
 

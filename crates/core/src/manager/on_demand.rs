@@ -53,16 +53,17 @@ impl ModelManager {
             Ok(Err(e)) => Err(Error::internal(format!(
                 "loading version {version} of model '{name}' on demand failed: {e}"
             ))),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Ok(Ok(()))) => match self.lookup(name, &VersionSelector::Specific(version))? {
-                Found::Loaded(loaded) => Ok(loaded),
-                Found::Idle(_) => Err(Error::new(
+            Ok(Ok(woken)) => match self.lookup(name, &VersionSelector::Specific(version)) {
+                Ok(Found::Loaded(loaded)) => Ok(loaded),
+                // Still idle: no room (pinned versions hold it) or unloaded again at once.
+                Ok(Found::Idle(_)) => Err(Error::new(
                     ErrorKind::Unavailable,
                     format!(
                         "version {version} of model '{name}' cannot be loaded now: {}",
                         self.idle_reason(name, version)
                     ),
                 )),
+                Err(gone) => Err(woken.err().unwrap_or(gone)),
             },
         }
     }
