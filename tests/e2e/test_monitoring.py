@@ -100,7 +100,10 @@ def server(tmp_path_factory):
     # `cached`: dense with a response cache, so the cache's counters are exposed too.
     (repository / "cached" / "1").mkdir(parents=True)
     shutil.copy(FIXTURES / "dense" / "1" / "model.onnx", repository / "cached" / "1" / "model.onnx")
-    (repository / "cached" / "config.toml").write_text("[cache]\nmax_bytes = 1048576\n")
+    # ... and a payload log that samples nothing, so that its counters are exposed too.
+    payloads = tmp_path_factory.mktemp("monitoring-payloads") / "payloads.jsonl"
+    (repository / "cached" / "config.toml").write_text(
+        f'[cache]\nmax_bytes = 1048576\n\n[payload_log]\nsample = 0.0\nsink = "file:{payloads}"\n')
     # A budget with room for all (so the budget's metrics are exposed, and nothing is unloaded).
     server = Server(repository, "--max-loaded-models", "16")
     yield server

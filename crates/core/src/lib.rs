@@ -12,6 +12,7 @@ mod examples;
 mod load_error;
 mod manager;
 pub mod memory;
+mod payload_log;
 pub mod serve;
 mod version;
 pub mod warmup;

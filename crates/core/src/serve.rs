@@ -9,11 +9,12 @@
 //! pays for no boxed future, no dynamic call and no copy of a tensor here.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use quiver_engine_api::NamedTensor;
 use quiver_telemetry::{RequestRecord, Stage};
 
+use crate::payload_log::Pair;
 use crate::{Error, Inference, LoadedVersion, ModelManager, VersionSelector};
 
 /// The model version a request names.
@@ -143,7 +144,22 @@ async fn run<P, T>(
         plan,
     } = decode(&loaded)?;
     record.stage_done(Stage::Preprocess);
+    // A sampled request keeps a copy of its inputs for the payload log; the rest pay one draw.
+    let logged = loaded
+        .payload_log_draw()
+        .map(|log| (log, inputs.clone(), SystemTime::now(), Instant::now()));
     let inference = loaded.infer_timed(inputs, deadline).await?;
+    if let Some((log, inputs, received, started)) = logged {
+        log.offer(Pair {
+            request_id: quiver_telemetry::request_id::current(),
+            received,
+            queued: inference.queued,
+            compute: inference.compute,
+            duration: started.elapsed(),
+            inputs,
+            outputs: inference.outputs.clone(),
+        });
+    }
     record.measured(
         inference.preprocess,
         inference.queued,

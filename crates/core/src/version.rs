@@ -14,6 +14,7 @@ use quiver_telemetry::VersionMetrics;
 use crate::cache::{CacheResult, Cached, ResponseCache};
 use crate::examples::{ImpliedTask, implied_task, through_pipeline};
 use crate::manager::Retirement;
+use crate::payload_log::PayloadLog;
 use crate::{Error, ErrorKind};
 
 /// A model version ready to serve. Requests hold an `Arc` to it, so a version being retired
@@ -32,6 +33,8 @@ pub struct LoadedVersion {
     implied_task: ImpliedTask,
     /// Answers kept for repeated identical requests (`[cache]`), when configured.
     cache: Option<ResponseCache>,
+    /// A sample of request/response pairs written elsewhere (`[payload_log]`), when configured.
+    payload_log: Option<PayloadLog>,
     queue: Queue,
     default_timeout: Option<Duration>,
     instances: usize,
@@ -115,6 +118,7 @@ impl LoadedVersion {
             pipeline: None,
             implied_task,
             cache: None,
+            payload_log: None,
             queue,
             default_timeout,
             instances,
@@ -153,6 +157,17 @@ impl LoadedVersion {
             )
         });
         self
+    }
+
+    /// Logs a sample of its requests and answers through `log`.
+    pub(crate) fn with_payload_log(mut self, log: Option<PayloadLog>) -> Self {
+        self.payload_log = log;
+        self
+    }
+
+    /// The payload log, when this request is one of its sample.
+    pub(crate) fn payload_log_draw(&self) -> Option<&PayloadLog> {
+        self.payload_log.as_ref().filter(|log| log.draw())
     }
 
     /// The TF Serving task the model's shape implies, and the step answering it.

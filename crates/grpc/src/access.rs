@@ -68,7 +68,10 @@ where
         let future = span.in_scope(|| self.inner.call(request));
         let log = self.log;
         Box::pin(async move {
-            let mut response = future.instrument(span.clone()).await?;
+            // The id is also the call's task-local, for the payload log.
+            let mut response = request_id::scope(std::sync::Arc::from(id.as_str()), future)
+                .instrument(span.clone())
+                .await?;
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(request_id::HEADER, value);
             }

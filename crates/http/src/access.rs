@@ -34,7 +34,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let span = quiver_telemetry::request_span!(id);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // The id is also the request's task-local, for what logs the request beyond this span (the
+    // payload log).
+    let mut response = request_id::scope(std::sync::Arc::from(id.as_str()), next.run(request))
+        .instrument(span.clone())
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }

@@ -79,6 +79,28 @@ pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
             "labels: '{label}' is not a label (letters, digits, '_', '-', '.')"
         ));
     }
+    if let Some(log) = &config.payload_log {
+        if !(0.0..=1.0).contains(&log.sample) {
+            return Err(format!(
+                "payload_log.sample: expected a share from 0 to 1, got {}",
+                log.sample
+            ));
+        }
+        let known = log
+            .sink
+            .strip_prefix("file:")
+            .is_some_and(|path| !path.is_empty())
+            || log.sink.starts_with("http://");
+        if !known {
+            return Err(format!(
+                "payload_log.sink: expected \"file:PATH\" or \"http://HOST:PORT/PATH\", got \"{}\"",
+                log.sink
+            ));
+        }
+        if log.queue == Some(0) {
+            return Err("payload_log.queue: expected a positive number, got 0".into());
+        }
+    }
     Ok(config)
 }
 
@@ -87,6 +109,27 @@ mod tests {
     use super::*;
     use crate::types::config::{EngineChoice, Rollover, Warmup};
     use quiver_engine_api::OptimizationLevel;
+
+    #[test]
+    fn payload_logs_are_checked() {
+        assert_eq!(parse_config("").unwrap().payload_log, None);
+        let c = parse_config("[payload_log]\nsink = \"file:log.jsonl\"\n").unwrap();
+        let log = c.payload_log.unwrap();
+        assert_eq!((log.sample, log.queue), (1.0, None));
+        let c = parse_config("[payload_log]\nsample = 0.01\nsink = \"http://c:80/e\"\nqueue = 8\n")
+            .unwrap();
+        assert_eq!(c.payload_log.unwrap().queue, Some(8));
+        for (bad, says) in [
+            ("sample = 1.5\nsink = \"file:x\"", "payload_log.sample"),
+            ("sink = \"ftp://x\"", "payload_log.sink"),
+            ("sink = \"file:\"", "payload_log.sink"),
+            ("sink = \"file:x\"\nqueue = 0", "payload_log.queue"),
+            ("sample = 0.5", "sink"),
+        ] {
+            let e = parse_config(&format!("[payload_log]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn everything_is_optional() {

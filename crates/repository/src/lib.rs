@@ -24,7 +24,7 @@ pub use scan::{scan, scan_model};
 pub use triton::{parse_triton_config, parse_triton_json};
 pub use types::config::{
     BatchingConfig, CacheConfig, EngineChoice, EngineOptionsConfig, LifecycleConfig, ModelConfig,
-    Rollover, VersionPolicy, Warmup,
+    PayloadLogConfig, Rollover, VersionPolicy, Warmup,
 };
 pub use types::layout::{
     CONFIG_FILE, MODEL_FILE, ModelDir, RepositoryError, Scan, Skipped, TRITON_CONFIG_FILE,

@@ -11,6 +11,7 @@ pub mod exporter;
 pub mod labels;
 pub mod lifecycle;
 pub mod names;
+pub mod payload_log;
 pub mod request;
 pub mod request_id;
 pub mod version;

@@ -42,6 +42,10 @@ pub const ON_DEMAND_WAIT: &str = "quiver_model_on_demand_wait_seconds";
 /// Gauge: a loaded version's estimated memory, what the budget counts (`model`, `version`).
 pub const MEMORY_BYTES: &str = "quiver_model_memory_bytes";
 
+/// Counter: sampled request/response pairs of a payload log, by outcome (`model`, `version`,
+/// `outcome`: written, dropped, failed).
+pub const PAYLOAD_LOG_EVENTS_TOTAL: &str = "quiver_payload_log_events_total";
+
 /// Label: model name (empty when a request named no loaded model; names are bounded by the
 /// repository, never taken from a request that failed to resolve).
 pub const MODEL: &str = "model";
@@ -117,6 +121,10 @@ pub fn describe() {
     describe_counter!(
         CACHE_REQUESTS_TOTAL,
         "Requests to a version with a response cache, by result: hit (answered from the cache) or miss."
+    );
+    describe_counter!(
+        PAYLOAD_LOG_EVENTS_TOTAL,
+        "Sampled request/response pairs of a payload log: written to the sink, dropped (its queue was full) or failed (the sink refused them)."
     );
     describe_counter!(
         EVICTIONS_TOTAL,

@@ -3,6 +3,21 @@
 /// The header carrying the id, both ways.
 pub const HEADER: &str = "x-request-id";
 
+tokio::task_local! {
+    /// The id of the request the current task serves (set by the front ends' access layers).
+    static CURRENT: std::sync::Arc<str>;
+}
+
+/// Runs `work` as the request `id`: [`current`] answers `id` inside it.
+pub async fn scope<F: std::future::Future>(id: std::sync::Arc<str>, work: F) -> F::Output {
+    CURRENT.scope(id, work).await
+}
+
+/// The id of the request being served, when a front end set one.
+pub fn current() -> Option<std::sync::Arc<str>> {
+    CURRENT.try_with(std::sync::Arc::clone).ok()
+}
+
 /// Longest client-given id kept; longer ones are replaced (they end up in every log line).
 const MAX_LEN: usize = 128;
 

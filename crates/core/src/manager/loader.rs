@@ -14,6 +14,7 @@ use super::BatchingDefaults;
 use super::ModelManager;
 use crate::Error;
 use crate::load_error::LoadError;
+use crate::payload_log::PayloadLog;
 use crate::version::LoadedVersion;
 
 impl ModelManager {
@@ -91,6 +92,12 @@ impl ModelManager {
             Some(ms) => Some(Duration::from_millis(ms)),
             None => defaults.default_timeout,
         };
+        let payload_log = config
+            .payload_log
+            .as_ref()
+            .map(|log| PayloadLog::start(name, version.version, model_dir, log))
+            .transpose()
+            .map_err(LoadError::Config)?;
         let loaded = LoadedVersion::start(
             name,
             version.version,
@@ -102,7 +109,8 @@ impl ModelManager {
         )
         .map_err(|e| LoadError::Resources(format!("cannot start the model's threads: {e}")))?
         .with_pipeline(pipeline)
-        .with_cache(config.cache.max_bytes.unwrap_or(0));
+        .with_cache(config.cache.max_bytes.unwrap_or(0))
+        .with_payload_log(payload_log);
         Ok((loaded, selection.reason))
     }
 }

@@ -35,6 +35,11 @@
 //!
 //! [cache]
 //! max_bytes = 67108864             # answer repeated identical requests from memory (default off)
+//!
+//! [payload_log]                    # default off
+//! sample = 0.01                    # share of requests logged
+//! sink = "file:/var/log/quiver/payloads.jsonl"   # or "http://collector:8080/events" (CloudEvents)
+//! queue = 1024                     # events waiting for the sink; more are dropped and counted
 //! ```
 
 use std::collections::BTreeMap;
@@ -122,6 +127,26 @@ pub struct CacheConfig {
     pub max_bytes: Option<u64>,
 }
 
+/// `[payload_log]`: a sample of request/response pairs written, as CloudEvents, to a file or an
+/// HTTP endpoint, off the request path (opt-in).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadLogConfig {
+    /// The share of requests logged, from 0 to 1; default 1 (every request).
+    #[serde(default = "every_request")]
+    pub sample: f64,
+    /// Where: `file:PATH` (JSON lines appended; a relative path is taken from the model
+    /// directory) or `http://HOST:PORT/PATH` (each event POSTed in CloudEvents' structured mode).
+    pub sink: String,
+    /// Events waiting for the sink; beyond it, events are dropped (and counted) rather than
+    /// slowing requests. Default 1024.
+    pub queue: Option<usize>,
+}
+
+fn every_request() -> f64 {
+    1.0
+}
+
 /// A model's `config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +177,8 @@ pub struct ModelConfig {
     /// The response cache: off unless `max_bytes` is set.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Payload logging: off unless the table is present.
+    pub payload_log: Option<PayloadLogConfig>,
 }
 
 impl ModelConfig {
