@@ -27,6 +27,10 @@ pub enum Command {
     /// Check every model of a repository as `serve` would load it (config, files, engine,
     /// signature, processing, warm-up) without serving; exit status 1 when any fails.
     Validate(ValidateConfig),
+    /// Load a model with requests at given concurrencies and print a table of throughput and
+    /// p50/p90/p99 latency: a running server (`http://HOST:PORT`) or a repository, which it
+    /// serves itself for the run.
+    Bench(BenchConfig),
 }
 
 /// `quiver serve`.
@@ -329,6 +333,42 @@ pub struct ValidateConfig {
     /// Which engine loads models whose config names none, and where ONNX Runtime is.
     #[command(flatten)]
     pub selection: EngineSelection,
+}
+
+/// `quiver bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchConfig {
+    /// A running server's REST address (`http://HOST:PORT`), or a model repository to serve
+    /// for the run (on a free loopback port, with this binary).
+    pub target: String,
+
+    /// The model to load; default: the first ready model of the repository index.
+    #[arg(long, env = "QUIVER_BENCH_MODEL", value_name = "NAME")]
+    pub model: Option<String>,
+
+    /// Concurrent clients, one run per value (comma-separated).
+    #[arg(long, env = "QUIVER_BENCH_CONCURRENCY", value_name = "N,...", value_delimiter = ',',
+        default_values_t = [1usize, 8], value_parser = clap::value_parser!(usize))]
+    pub concurrency: Vec<usize>,
+
+    /// Seconds each run measures (after a one-second warm-up).
+    #[arg(long, env = "QUIVER_BENCH_DURATION_SECS", default_value_t = 10.0, value_name = "SECS",
+        value_parser = positive_seconds)]
+    pub duration_secs: f64,
+
+    /// A V2 JSON request body to send, in place of one synthesised from the model's metadata
+    /// (zeros; needed for models whose inputs are images or text).
+    #[arg(long, env = "QUIVER_BENCH_REQUEST", value_name = "FILE")]
+    pub request: Option<PathBuf>,
+
+    /// Extra `quiver serve` flags when TARGET is a repository (e.g. "--max-batch-size 8").
+    #[arg(
+        long,
+        env = "QUIVER_BENCH_SERVE_ARGS",
+        value_name = "FLAGS",
+        allow_hyphen_values = true
+    )]
+    pub serve_args: Option<String>,
 }
 
 /// A count of threads: a positive integer.

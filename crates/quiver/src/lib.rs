@@ -2,8 +2,10 @@
 //!
 //! The binary is a thin shell over this library: [`config`] is the command line, [`engines`]
 //! sets up tract and ONNX Runtime, [`server`] starts the listeners, [`inspect`] prints a model's
-//! signature, [`validate`] checks a repository without serving it.
+//! signature, [`validate`] checks a repository without serving it, [`bench`] measures a
+//! model's throughput and latency.
 
+pub mod bench;
 pub mod config;
 pub mod engines;
 pub mod inspect;

@@ -31,6 +31,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
+        Command::Bench(args) => {
+            let table = quiver::bench::run(&args)?;
+            print!("{table}");
+            Ok(())
+        }
         Command::Inspect(args) => {
             let engines =
                 quiver::engines::engines(None, 1, false, args.selection.onnxruntime_lib.as_deref());
