@@ -25,6 +25,10 @@ pub enum ErrorKind {
     Unavailable,
     /// The operation is not supported.
     Unimplemented,
+    /// The request carries no valid token (`--auth-tokens-file`).
+    Unauthenticated,
+    /// The request's token lacks the scope the operation needs.
+    PermissionDenied,
     /// A fault inside the server.
     Internal,
 }
@@ -43,6 +47,8 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Internal => "internal",
         }
     }

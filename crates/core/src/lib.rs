@@ -4,6 +4,7 @@
 //! [`ModelManager`] for a [`LoadedVersion`] and call [`LoadedVersion::infer`]. The core never
 //! learns which protocol or which engine is in play.
 
+pub mod auth;
 mod cache;
 pub mod deadline;
 mod engines;

@@ -3,6 +3,7 @@
 //! only convert between protobuf and the core's types.
 
 pub mod access;
+pub mod auth;
 pub mod deadline;
 mod examples;
 pub mod kserve;
@@ -57,12 +58,14 @@ fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
 }
 
 /// gRPC listener settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GrpcOptions {
     /// Largest message accepted or sent, in bytes.
     pub max_message_bytes: usize,
     /// Whether to log one line per call.
     pub access_log: bool,
+    /// The tokens calls must present (`--auth-tokens-file`); `None`: no tokens needed.
+    pub auth: Option<Arc<quiver_core::auth::Auth>>,
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` resolves, then finishes the calls
@@ -105,6 +108,8 @@ pub async fn serve(
                 .layer(access::AccessLayer {
                     log: options.access_log,
                 })
+                // Inside the access layer, so that refusals are logged like any answer.
+                .layer(auth::AuthLayer { auth: options.auth })
                 .map_response(move |response| status::repair(response, limit)),
         )
         .add_service(health)

@@ -14,6 +14,8 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Timeout => Code::DeadlineExceeded,
         // gRPC's code for a method a service does not have.
         ErrorKind::Unimplemented | ErrorKind::MethodNotAllowed => Code::Unimplemented,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Internal => Code::Internal,
     }
 }

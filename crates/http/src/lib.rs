@@ -2,6 +2,7 @@
 //! Handlers only convert between the wire format and the core's types; every decision about models lives in `quiver-core`.
 
 pub mod access;
+pub mod auth;
 pub mod deadline;
 pub mod error;
 pub mod extract;
@@ -33,19 +34,23 @@ pub struct AppState {
     pub metrics: Option<&'static quiver_telemetry::Exporter>,
     /// Whether to log one line per request.
     pub access_log: bool,
+    /// The tokens requests must present (`--auth-tokens-file`); `None`: no tokens needed.
+    pub auth: Option<Arc<quiver_core::auth::Auth>>,
 }
 
 /// The router with every HTTP route Quiver serves.
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .merge(tfserving::routes())
         .merge(kserve::routes())
         .merge(openai::routes())
         .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
         // After every route: it applies to the routes registered so far.
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    // Inside the access layer, so that refusals are logged (and counted) like any answer.
+    with_auth(router, state.auth.clone())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::layer,
@@ -56,11 +61,22 @@ pub fn app(state: AppState) -> Router {
 
 /// A router with only `/metrics`, for `--metrics-port`.
 pub fn metrics_app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    with_auth(router, state.auth.clone()).with_state(state)
+}
+
+/// `router` behind the tokens, when there are any.
+fn with_auth(
+    router: Router<AppState>,
+    auth: Option<Arc<quiver_core::auth::Auth>>,
+) -> Router<AppState> {
+    match auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, auth::layer)),
+        None => router,
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -39,6 +39,7 @@ fn app() -> Router {
         max_body_bytes: LIMIT,
         metrics: None,
         access_log: false,
+        auth: None,
     })
 }
 
@@ -407,6 +408,7 @@ async fn a_server_not_ready_says_why_in_json() {
         max_body_bytes: LIMIT,
         metrics: None,
         access_log: false,
+        auth: None,
     });
     let request = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
     let live = app

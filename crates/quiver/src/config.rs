@@ -76,6 +76,22 @@ pub struct ServeConfig {
     /// Model lifecycle settings.
     #[command(flatten)]
     pub lifecycle: LifecycleConfig,
+
+    /// Who may do what.
+    #[command(flatten)]
+    pub security: SecurityConfig,
+}
+
+/// Access control.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityConfig {
+    /// Bearer tokens requests must present (`Authorization: Bearer TOKEN` on HTTP, the
+    /// `authorization` metadata on gRPC): one a line, `TOKEN SCOPE[,SCOPE...] [NAME]`, scopes
+    /// `infer` (inference, metadata, status), `admin` (repository API) and `metrics`
+    /// (`/metrics`); `#` starts a comment. Read again when it changes. Health checks stay
+    /// open. Default: no tokens needed.
+    #[arg(long, env = "QUIVER_AUTH_TOKENS_FILE", value_name = "FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
 }
 
 /// How models are loaded and unloaded, and how the server stops.

@@ -182,7 +182,16 @@ pub async fn start(
             )
         })?;
     let rest_addr = listener.local_addr()?;
+    let auth = match &config.security.auth_tokens_file {
+        Some(path) => {
+            let auth = quiver_core::auth::Auth::load(path).map_err(anyhow::Error::msg)?;
+            auth.watch(Duration::from_secs(1));
+            Some(auth)
+        }
+        None => None,
+    };
     let state = AppState {
+        auth: auth.clone(),
         models: Arc::clone(&models),
         max_body_bytes: config.http.max_body_bytes,
         metrics,
@@ -237,6 +246,7 @@ pub async fn start(
         GrpcOptions {
             max_message_bytes: config.grpc.grpc_max_message_bytes,
             access_log: config.log.access_log,
+            auth,
         },
         stopped(stop_rx.clone()),
     ));

@@ -26,6 +26,7 @@ macro_rules! request_span {
             id = %$id,
             model = ::tracing::field::Empty,
             version = ::tracing::field::Empty,
+            token = ::tracing::field::Empty,
             preprocess_us = ::tracing::field::Empty,
             queue_us = ::tracing::field::Empty,
             compute_us = ::tracing::field::Empty,
