@@ -16,7 +16,7 @@ import time
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-REST_READY = "REST API listening on http://"
+REST_READY = "REST API listening on "  # then http:// or https://, HOST:PORT
 FIXTURE_MODELS = ROOT / "crates" / "test-support" / "fixtures" / "models"
 GRPC_READY = "gRPC API listening on "
 
@@ -40,14 +40,14 @@ class Server:
                                         text=True, env=env)
         self.log = []
         ready = threading.Event()
-        self.url = None  # http://HOST:PORT of the REST API
+        self.url = None  # http://HOST:PORT (https:// with TLS) of the REST API
         self.grpc = None  # HOST:PORT of the gRPC services
 
         def pump():
             for line in self.process.stderr:
                 self.log.append(line)
                 if self.url is None and REST_READY in line:
-                    self.url = "http://" + line.split(REST_READY, 1)[1].strip()
+                    self.url = line.split(REST_READY, 1)[1].strip()
                 if self.grpc is None and GRPC_READY in line:
                     self.grpc = line.split(GRPC_READY, 1)[1].strip()
                 if self.url and self.grpc:

@@ -76,6 +76,28 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    // Small request/response exchanges must not wait for Nagle's algorithm.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_incoming(incoming, models, options, shutdown).await
+}
+
+/// [`serve`] on connections `incoming` hands over (TLS streams, say).
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    models: Arc<ModelManager>,
+    options: GrpcOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit = options.max_message_bytes;
     let inference = inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(
         kserve::InferenceService::new(Arc::clone(&models)),
@@ -116,10 +138,6 @@ pub async fn serve(
         .add_service(inference)
         .add_service(prediction)
         .add_service(model_service)
-        // Small request/response exchanges must not wait for Nagle's algorithm.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -92,6 +92,45 @@ pub struct SecurityConfig {
     /// open. Default: no tokens needed.
     #[arg(long, env = "QUIVER_AUTH_TOKENS_FILE", value_name = "FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+
+    /// TLS on both listeners (and --metrics-port): the server's PEM certificate chain. Read
+    /// again when it changes (new connections get the new one). Needs --tls-key.
+    #[arg(
+        long,
+        env = "QUIVER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "QUIVER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: PEM CA certificates; clients must present a certificate that chains to one.
+    #[arg(
+        long,
+        env = "QUIVER_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl SecurityConfig {
+    /// The TLS files, when TLS is on.
+    pub fn tls(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
 }
 
 /// How models are loaded and unloaded, and how the server stops.

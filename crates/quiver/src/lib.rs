@@ -11,4 +11,5 @@ pub mod engines;
 pub mod inspect;
 pub mod logging;
 pub mod server;
+pub mod tls;
 pub mod validate;

@@ -182,6 +182,13 @@ pub async fn start(
             )
         })?;
     let rest_addr = listener.local_addr()?;
+    // A certificate or key that cannot be used stops start-up, naming the file.
+    let tls = config
+        .security
+        .tls()
+        .map(|files| crate::tls::acceptor(&files))
+        .transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let auth = match &config.security.auth_tokens_file {
         Some(path) => {
             let auth = quiver_core::auth::Auth::load(path).map_err(anyhow::Error::msg)?;
@@ -229,27 +236,46 @@ pub async fn start(
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = signal.send(true);
     });
-    // Small request/response exchanges must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {error}");
+    let rest = match &tls {
+        None => {
+            // Small request/response exchanges must not wait for Nagle's algorithm.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {error}");
+                }
+            });
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            )
         }
-    });
-    let rest = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
-    let grpc = tokio::spawn(quiver_grpc::serve(
-        grpc_listener,
-        Arc::clone(&models),
-        GrpcOptions {
-            max_message_bytes: config.grpc.grpc_max_message_bytes,
-            access_log: config.log.access_log,
-            auth,
-        },
-        stopped(stop_rx.clone()),
-    ));
+        Some(acceptor) => tokio::spawn(crate::tls::serve_http(
+            listener,
+            acceptor.clone(),
+            quiver_http::app(state.clone()),
+            stopped(stop_rx.clone()),
+        )),
+    };
+    let grpc_options = GrpcOptions {
+        max_message_bytes: config.grpc.grpc_max_message_bytes,
+        access_log: config.log.access_log,
+        auth,
+    };
+    let grpc = match &tls {
+        None => tokio::spawn(quiver_grpc::serve(
+            grpc_listener,
+            Arc::clone(&models),
+            grpc_options,
+            stopped(stop_rx.clone()),
+        )),
+        Some(acceptor) => tokio::spawn(quiver_grpc::serve_incoming(
+            crate::tls::incoming(grpc_listener, acceptor.clone()),
+            Arc::clone(&models),
+            grpc_options,
+            stopped(stop_rx.clone()),
+        )),
+    };
     // The listeners answer health checks (not ready) while the start-up models load.
     let lifecycle = &config.lifecycle;
     let loader = Arc::clone(&models);
@@ -266,7 +292,7 @@ pub async fn start(
         )?),
         ControlMode::None | ControlMode::Explicit => None,
     };
-    tracing::info!("REST API listening on http://{rest_addr}");
+    tracing::info!("REST API listening on {scheme}://{rest_addr}");
     tracing::info!("gRPC API listening on {grpc_addr}");
     let metrics_addr = match config.log.metrics_port {
         Some(port) => {
@@ -280,12 +306,20 @@ pub async fn start(
                 })?;
             let addr = listener.local_addr()?;
             let app = quiver_http::metrics_app(state);
-            tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped(stop_rx))
-                    .into_future(),
-            );
-            tracing::info!("metrics listening on http://{addr}/metrics");
+            match &tls {
+                None => tokio::spawn(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped(stop_rx))
+                        .into_future(),
+                ),
+                Some(acceptor) => tokio::spawn(crate::tls::serve_http(
+                    listener,
+                    acceptor.clone(),
+                    app,
+                    stopped(stop_rx),
+                )),
+            };
+            tracing::info!("metrics listening on {scheme}://{addr}/metrics");
             Some(addr)
         }
         None => None,
