@@ -14,6 +14,7 @@ mod load_error;
 mod manager;
 pub mod memory;
 mod payload_log;
+pub mod rate_limit;
 pub mod serve;
 mod version;
 pub mod warmup;

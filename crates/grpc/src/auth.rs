@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use quiver_core::auth::{Auth, Scope};
+use quiver_core::rate_limit::{RateLimiter, retry_after_secs};
+use quiver_core::{Error, ErrorKind};
 use tonic::codegen::http;
+use tonic::transport::server::TcpConnectInfo;
 
 use crate::status::status;
 
@@ -27,12 +30,15 @@ pub fn scope_of(path: &str) -> Option<Scope> {
     }
 }
 
-/// Refuses calls without a token (UNAUTHENTICATED) or without the method's scope
-/// (PERMISSION_DENIED); `None` lets every call through.
+/// Refuses calls without a token (UNAUTHENTICATED), without the method's scope
+/// (PERMISSION_DENIED) or over the client's rate (RESOURCE_EXHAUSTED with `retry-after`
+/// metadata, in seconds); with neither set, every call goes through.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     /// The tokens in force.
     pub auth: Option<Arc<Auth>>,
+    /// Requests per second per client (its token's name, else its address).
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
@@ -42,6 +48,7 @@ impl<S> tower::Layer<S> for AuthLayer {
         Authorize {
             inner,
             auth: self.auth.clone(),
+            limiter: self.limiter.clone(),
         }
     }
 }
@@ -51,6 +58,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Authorize<S> {
     inner: S,
     auth: Option<Arc<Auth>>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Authorize<S>
@@ -69,9 +77,20 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        if let Some(auth) = &self.auth
-            && let Some(scope) = scope_of(request.uri().path())
-        {
+        if let Some(refused) = self.refusal(&request) {
+            let refused = refused.into_http::<ResBody>();
+            return Box::pin(async move { Ok(refused) });
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+impl<S> Authorize<S> {
+    /// Why `request` is refused, if it is.
+    fn refusal<B>(&self, request: &http::Request<B>) -> Option<tonic::Status> {
+        let scope = scope_of(request.uri().path())?;
+        let mut client: Option<Arc<str>> = None;
+        if let Some(auth) = &self.auth {
             let presented = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
@@ -79,14 +98,29 @@ where
             match auth.check(presented, scope) {
                 Ok(name) => {
                     tracing::Span::current().record("token", &*name);
+                    client = Some(name);
                 }
-                Err(error) => {
-                    let refused = status(error).into_http::<ResBody>();
-                    return Box::pin(async move { Ok(refused) });
-                }
+                Err(error) => return Some(status(error)),
             }
         }
-        Box::pin(self.inner.call(request))
+        let limiter = self.limiter.as_ref()?;
+        let client = client.unwrap_or_else(|| {
+            request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+                .map_or_else(|| "unknown".into(), |addr| addr.ip().to_string().into())
+        });
+        let wait = limiter.check(&client).err()?;
+        let seconds = retry_after_secs(wait);
+        let mut refused = status(Error::new(
+            ErrorKind::Overloaded,
+            format!("too many requests from this client (--rate-limit); retry in {seconds} s"),
+        ));
+        refused
+            .metadata_mut()
+            .insert("retry-after", tonic::metadata::MetadataValue::from(seconds));
+        Some(refused)
     }
 }
 

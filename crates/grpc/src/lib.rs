@@ -66,6 +66,8 @@ pub struct GrpcOptions {
     pub access_log: bool,
     /// The tokens calls must present (`--auth-tokens-file`); `None`: no tokens needed.
     pub auth: Option<Arc<quiver_core::auth::Auth>>,
+    /// Calls per second per client (`--rate-limit`); `None`: no limit.
+    pub limiter: Option<Arc<quiver_core::rate_limit::RateLimiter>>,
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` resolves, then finishes the calls
@@ -131,7 +133,10 @@ where
                     log: options.access_log,
                 })
                 // Inside the access layer, so that refusals are logged like any answer.
-                .layer(auth::AuthLayer { auth: options.auth })
+                .layer(auth::AuthLayer {
+                    auth: options.auth,
+                    limiter: options.limiter,
+                })
                 .map_response(move |response| status::repair(response, limit)),
         )
         .add_service(health)

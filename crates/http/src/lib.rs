@@ -36,6 +36,8 @@ pub struct AppState {
     pub access_log: bool,
     /// The tokens requests must present (`--auth-tokens-file`); `None`: no tokens needed.
     pub auth: Option<Arc<quiver_core::auth::Auth>>,
+    /// Requests per second per client (`--rate-limit`); `None`: no limit.
+    pub limiter: Option<Arc<quiver_core::rate_limit::RateLimiter>>,
 }
 
 /// The router with every HTTP route Quiver serves.
@@ -50,7 +52,7 @@ pub fn app(state: AppState) -> Router {
         // After every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed);
     // Inside the access layer, so that refusals are logged (and counted) like any answer.
-    with_auth(router, state.auth.clone())
+    with_auth(router, &state)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::layer,
@@ -65,17 +67,19 @@ pub fn metrics_app(state: AppState) -> Router {
         .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    with_auth(router, state.auth.clone()).with_state(state)
+    with_auth(router, &state).with_state(state)
 }
 
-/// `router` behind the tokens, when there are any.
-fn with_auth(
-    router: Router<AppState>,
-    auth: Option<Arc<quiver_core::auth::Auth>>,
-) -> Router<AppState> {
-    match auth {
-        Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, auth::layer)),
-        None => router,
+/// `router` behind the tokens and rate limits, when there are any (without, requests pay
+/// nothing for them).
+fn with_auth(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    if state.auth.is_some() || state.limiter.is_some() {
+        router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
+    } else {
+        router
     }
 }
 

@@ -40,6 +40,7 @@ fn app() -> Router {
         metrics: None,
         access_log: false,
         auth: None,
+        limiter: None,
     })
 }
 
@@ -409,6 +410,7 @@ async fn a_server_not_ready_says_why_in_json() {
         metrics: None,
         access_log: false,
         auth: None,
+        limiter: None,
     });
     let request = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
     let live = app

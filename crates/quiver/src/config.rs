@@ -93,6 +93,17 @@ pub struct SecurityConfig {
     #[arg(long, env = "QUIVER_AUTH_TOKENS_FILE", value_name = "FILE")]
     pub auth_tokens_file: Option<PathBuf>,
 
+    /// Requests a second each client may send on average (its token's name when tokens are on,
+    /// else its address); beyond it, 429 / RESOURCE_EXHAUSTED with Retry-After. Health checks
+    /// are exempt. Default: no limit.
+    #[arg(long, env = "QUIVER_RATE_LIMIT", value_name = "PER_SECOND", value_parser = positive_rate)]
+    pub rate_limit: Option<f64>,
+
+    /// Requests a client may send at once above --rate-limit. Default: the rate, rounded up.
+    #[arg(long, env = "QUIVER_RATE_LIMIT_BURST", value_name = "N", requires = "rate_limit",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+
     /// TLS on both listeners (and --metrics-port): the server's PEM certificate chain. Read
     /// again when it changes (new connections get the new one). Needs --tls-key.
     #[arg(
@@ -431,6 +442,15 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
         _ => Err(format!("'{text}' is not a positive number of seconds")),
+    }
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!(
+            "'{text}' is not a positive number of requests a second"
+        )),
     }
 }
 

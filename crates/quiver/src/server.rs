@@ -197,8 +197,17 @@ pub async fn start(
         }
         None => None,
     };
+    let limiter = config.security.rate_limit.map(|rate| {
+        // A burst of at least one second's worth unless told otherwise.
+        let burst = config
+            .security
+            .rate_limit_burst
+            .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+        Arc::new(quiver_core::rate_limit::RateLimiter::new(rate, burst))
+    });
     let state = AppState {
         auth: auth.clone(),
+        limiter: limiter.clone(),
         models: Arc::clone(&models),
         max_body_bytes: config.http.max_body_bytes,
         metrics,
@@ -261,6 +270,7 @@ pub async fn start(
         max_message_bytes: config.grpc.grpc_max_message_bytes,
         access_log: config.log.access_log,
         auth,
+        limiter,
     };
     let grpc = match &tls {
         None => tokio::spawn(quiver_grpc::serve(
