@@ -557,15 +557,29 @@ impl ModelManager {
     /// Takes a version out of routing; it is dropped once its in-flight requests end, and then
     /// shows as `End`. The returned flag is raised once it has been dropped.
     fn retire(&self, name: &str, version: u64) -> Option<Dropped> {
+        self.take_out(name, version, VersionState::Unloading)
+    }
+
+    /// Takes a loaded version out of routing, shown as `state` from now on, and has it dropped
+    /// once its in-flight requests end (`Unloading`: it leaves; otherwise it stays known, only
+    /// its memory goes). `None` when it was not loaded.
+    pub(super) fn take_out(
+        &self,
+        name: &str,
+        version: u64,
+        state: VersionState,
+    ) -> Option<Dropped> {
         let mut taken = None;
         self.update(name, version, |r| {
             if let Some(loaded) = r.loaded.take() {
-                r.state = VersionState::Unloading;
+                r.state = state;
                 taken = Some(loaded);
             }
         });
         let loaded = taken?;
-        let dropped = self.retire_when_idle(name, version, &loaded, true);
+        let leaves = state == VersionState::Unloading;
+        let dropped = self.retire_when_idle(name, version, &loaded, leaves);
+        drop(loaded);
         self.update(name, version, |r| r.dropped = Some(dropped.clone()));
         Some(dropped)
     }

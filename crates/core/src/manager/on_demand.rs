@@ -199,19 +199,8 @@ impl ModelManager {
     /// Unloads a version to keep within the budget: it leaves routing at once, shows as idle,
     /// and is dropped once its in-flight requests end; its next request loads it again.
     fn evict(&self, name: &str, version: u64) -> Option<Dropped> {
-        let mut taken = None;
-        self.update(name, version, |r| {
-            if let Some(loaded) = r.loaded.take() {
-                r.state = VersionState::Idle;
-                taken = Some(loaded);
-            }
-        });
-        let loaded = taken?;
+        let dropped = self.take_out(name, version, VersionState::Idle)?;
         tracing::info!(model = %name, version, "unloading while idle to keep within the memory budget");
-        // Not `leaves`: the version stays known (idle), only its memory goes.
-        let dropped = self.retire_when_idle(name, version, &loaded, false);
-        drop(loaded);
-        self.update(name, version, |r| r.dropped = Some(dropped.clone()));
         quiver_telemetry::lifecycle::record_eviction(name);
         quiver_telemetry::lifecycle::set_memory(name, version, 0);
         Some(dropped)
