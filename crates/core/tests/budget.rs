@@ -250,3 +250,27 @@ fn waking_an_idle_version_respects_the_deadline() {
         state(&models, "b") == VersionState::Available
     });
 }
+
+#[test]
+fn a_version_that_no_longer_loads_is_unavailable_not_the_clients_fault() {
+    let repo = repository(&["a", "b"]);
+    let models = manager(&repo, at_most(1));
+    models.load_all().unwrap();
+    assert_eq!(state(&models, "b"), VersionState::Idle);
+    // b's file breaks while it is idle.
+    repo.write("b/1/model.onnx", b"not a model any more")
+        .unwrap();
+    let error = runtime()
+        .block_on(models.acquire("b", &LATEST, None))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        error.kind,
+        quiver_core::ErrorKind::Unavailable,
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("'b'"), "{}", error.message);
+    // a serves again on its next request.
+    assert_eq!(half_plus_two(&runtime(), &models, "a"), 4.0);
+}

@@ -68,6 +68,8 @@ pub struct GrpcOptions {
     pub auth: Option<Arc<quiver_core::auth::Auth>>,
     /// Calls per second per client (`--rate-limit`); `None`: no limit.
     pub limiter: Option<Arc<quiver_core::rate_limit::RateLimiter>>,
+    /// Most calls (HTTP/2 streams) one connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` resolves, then finishes the calls
@@ -126,6 +128,7 @@ where
         >>()
         .await;
     tonic::transport::Server::builder()
+        .max_concurrent_streams(options.max_concurrent_streams)
         // The access log (outermost) sees the status as repaired.
         .layer(
             tower::ServiceBuilder::new()

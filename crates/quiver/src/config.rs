@@ -239,6 +239,12 @@ pub struct GrpcConfig {
     /// images and embeddings); a larger one gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "QUIVER_GRPC_MAX_MESSAGE_BYTES", default_value_t = 1 << 30)]
     pub grpc_max_message_bytes: usize,
+
+    /// Most calls one gRPC connection may have open at once (HTTP/2 streams); a client opening
+    /// more waits for one to end. Bounds what one connection can hold of the server.
+    #[arg(long, env = "QUIVER_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 200, value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_concurrent_streams: u32,
 }
 
 /// How models are run.

@@ -271,6 +271,7 @@ pub async fn start(
         access_log: config.log.access_log,
         auth,
         limiter,
+        max_concurrent_streams: config.grpc.grpc_max_concurrent_streams,
     };
     let grpc = match &tls {
         None => tokio::spawn(quiver_grpc::serve(

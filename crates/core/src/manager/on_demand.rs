@@ -63,7 +63,11 @@ impl ModelManager {
                         self.idle_reason(name, version)
                     ),
                 )),
-                Err(gone) => Err(woken.err().unwrap_or(gone)),
+                // It failed to load (its files changed while it was idle, say): not the
+                // client's doing, whatever kind the load's own error has.
+                Err(gone) => Err(woken
+                    .err()
+                    .map_or(gone, |e| Error::new(ErrorKind::Unavailable, e.message))),
             },
         }
     }
