@@ -69,7 +69,7 @@ where
         let log = self.log;
         Box::pin(async move {
             // The id is also the call's task-local, for the payload log.
-            let mut response = request_id::scope(std::sync::Arc::from(id.as_str()), future)
+            let mut response = request_id::scope(std::sync::Arc::clone(&id), future)
                 .instrument(span.clone())
                 .await?;
             if let Ok(value) = HeaderValue::from_str(&id) {

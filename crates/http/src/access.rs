@@ -36,7 +36,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let span = quiver_telemetry::request_span!(id);
     // The id is also the request's task-local, for what logs the request beyond this span (the
     // payload log).
-    let mut response = request_id::scope(std::sync::Arc::from(id.as_str()), next.run(request))
+    let mut response = request_id::scope(std::sync::Arc::clone(&id), next.run(request))
         .instrument(span.clone())
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -22,14 +22,16 @@ pub fn current() -> Option<std::sync::Arc<str>> {
 const MAX_LEN: usize = 128;
 
 /// The client's id if it is short, visible ASCII; otherwise a new random (v4) UUID.
-pub fn accept_or_generate(given: Option<&[u8]>) -> String {
+/// Shared (`Arc`) so that the span, the response header and the task-local take it without a
+/// copy each.
+pub fn accept_or_generate(given: Option<&[u8]>) -> std::sync::Arc<str> {
     match given {
         Some(id)
             if !id.is_empty() && id.len() <= MAX_LEN && id.iter().all(|b| b.is_ascii_graphic()) =>
         {
-            String::from_utf8_lossy(id).into_owned()
+            String::from_utf8_lossy(id).into()
         }
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => uuid::Uuid::new_v4().to_string().into(),
     }
 }
 
@@ -39,7 +41,7 @@ mod tests {
 
     #[test]
     fn keeps_sensible_ids_and_replaces_others() {
-        assert_eq!(accept_or_generate(Some(b"abc-123")), "abc-123");
+        assert_eq!(&*accept_or_generate(Some(b"abc-123")), "abc-123");
         for bad in [&b""[..], b"has space", b"\x01", &[b'a'; 129]] {
             let id = accept_or_generate(Some(bad));
             assert_eq!(id.len(), 36, "{id}");

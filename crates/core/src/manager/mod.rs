@@ -458,39 +458,8 @@ impl ModelManager {
                 .unwrap_or_else(PoisonError::into_inner)
         });
         let pinned = load.config.config.lifecycle.pinned;
-        if budget.is_set() {
-            match self.make_room(name, load, pinned) {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(model = %name, version = number,
-                        "not loaded now: the memory budget is full; the first request loads it");
-                    self.update(name, number, |r| {
-                        if r.loaded.is_none() {
-                            r.state = VersionState::Idle;
-                            r.fingerprint = load.fingerprint;
-                        }
-                    });
-                    return Ok(());
-                }
-                Err(no_room) => {
-                    let error = LoadError::Resources(no_room.why);
-                    tracing::error!(model = %name, version = number, error = %error,
-                        "model version not loaded");
-                    self.update(name, number, |r| {
-                        if r.loaded.is_none() && (load.defer || r.state == VersionState::Idle) {
-                            // Still loads on demand once there is room.
-                            r.state = VersionState::Idle;
-                            r.error = Some(table::Failure {
-                                error: error.clone(),
-                                reload: false,
-                            });
-                        } else {
-                            r.fail(error.clone());
-                        }
-                    });
-                    return Err(error);
-                }
-            }
+        if budget.is_set() && !self.admit(name, load, pinned)? {
+            return Ok(());
         }
         for warning in &load.config.warnings {
             tracing::warn!(model = %name, version = number, "{warning}");

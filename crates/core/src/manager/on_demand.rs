@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use super::budget::{self, NoRoom, Resident};
 use super::retire::Dropped;
-use super::table::Found;
+use super::table::{Failure, Found};
 use super::{Load, ModelManager, SyncMode, UNLOAD_WAIT, VersionSelector, VersionState};
+use crate::load_error::LoadError;
 use crate::version::LoadedVersion;
 use crate::{Error, ErrorKind};
 
@@ -110,6 +111,49 @@ impl ModelManager {
             .and_then(|r| r.versions.get(&version))
             .and_then(|r| r.error.as_ref().map(ToString::to_string))
             .unwrap_or_else(|| "it was unloaded again before it could serve".into())
+    }
+
+    /// Admits `load` under the budget: `Ok(true)` once there is room for it; `Ok(false)` when
+    /// deferring leaves it idle; an error (recorded on the version) when nothing may go to make
+    /// room — a version that could load on demand stays idle, to try again later.
+    pub(super) fn admit(
+        &self,
+        name: &str,
+        load: &Load<'_>,
+        pinned: bool,
+    ) -> Result<bool, LoadError> {
+        let number = load.version.version;
+        match self.make_room(name, load, pinned) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                tracing::info!(model = %name, version = number,
+                    "not loaded now: the memory budget is full; the first request loads it");
+                self.update(name, number, |r| {
+                    if r.loaded.is_none() {
+                        r.state = VersionState::Idle;
+                        r.fingerprint = load.fingerprint;
+                    }
+                });
+                Ok(false)
+            }
+            Err(no_room) => {
+                let error = LoadError::Resources(no_room.why);
+                tracing::error!(model = %name, version = number, error = %error,
+                    "model version not loaded");
+                self.update(name, number, |r| {
+                    if r.loaded.is_none() && (load.defer || r.state == VersionState::Idle) {
+                        r.state = VersionState::Idle;
+                        r.error = Some(Failure {
+                            error: error.clone(),
+                            reload: false,
+                        });
+                    } else {
+                        r.fail(error.clone());
+                    }
+                });
+                Err(error)
+            }
+        }
     }
 
     /// Makes room for `load` under the budget: `Ok(false)` when deferring and room would take
