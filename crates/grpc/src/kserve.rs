@@ -157,7 +157,9 @@ fn shape_of(name: &str, dims: &[i64]) -> Result<Vec<usize>, Error> {
         .collect()
 }
 
-fn decode_inputs(
+/// A `ModelInferRequest`'s inputs as tensors: typed `contents` or `raw_input_contents`, checked
+/// against their declared datatype and shape (public for the fuzz targets in `fuzz/`).
+pub fn decode_inputs(
     inputs: Vec<InferInputTensor>,
     raw_contents: Vec<Vec<u8>>,
 ) -> Result<Vec<NamedTensor>, Error> {

@@ -5,7 +5,7 @@
 pub mod access;
 pub mod auth;
 pub mod deadline;
-mod examples;
+pub mod examples;
 pub mod kserve;
 pub mod status;
 pub mod tfserving;
