@@ -4,7 +4,8 @@
 # rounds so the machine's noise falls on all alike. Each round drives the dense 64→256→10 fixture
 # model with wrk (V2 JSON over HTTP/1.1 keep-alive; https when TLS is on) and with h2load (V2 gRPC
 # ModelInfer over HTTP/2, one call at a time per stream), at concurrency 1 and 8. Prints medians
-# and the ratios TLS/plain and tokens/plain.
+# and the ratios TLS/plain and tokens/plain; use a multiple of 3 rounds, so each mode goes first,
+# second and third equally often.
 #
 #   bench/security.sh [BINARY] [ROUNDS] [SECONDS]    (defaults: target/release/quiver, 3, 5)
 #
@@ -120,8 +121,12 @@ PY
 
 results=$work/results
 : >"$results"
+modes=(plain tls tokens)
 for round in $(seq "$rounds"); do
-    for mode in plain tls tokens; do
+    # Each round starts with the next mode: a mode always run last would carry the machine's
+    # drift over a round (seen up to ~10% in bench/compare.sh's A-vs-A runs).
+    first=$(((round - 1) % 3))
+    for mode in "${modes[@]:first}" "${modes[@]:0:first}"; do
         start "$mode"
         for c in 1 8; do
             echo "$mode V2-JSON c=$c $(wrk_point "$mode" "$c")" >>"$results"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, Rust unit and end-to-end tests, then the
 # Python end-to-end tests (real clients against the real binary). Installs what it needs: the
-# Python packages go into a virtualenv under target/.
+# Python packages go into a virtualenv under target/. Ends with a bounded run of every fuzz target
+# (scripts/fuzz.sh: the nightly toolchain and cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,3 +69,6 @@ target/venv-tfserving/bin/python -m grpc_tools.protoc -I tests/e2e/protos --pyth
 export QUIVER_BIN="$PWD/target/debug/quiver"
 target/venv/bin/python -m pytest -q tests/e2e --ignore=tests/e2e/tfserving "$@"
 target/venv-tfserving/bin/python -m pytest -q tests/e2e/tfserving "$@"
+
+step "Fuzz smoke: every decoder's cargo-fuzz target, bounded (fuzz/README.md)"
+scripts/fuzz.sh "${QUIVER_FUZZ_SECONDS:-15}"

@@ -4,6 +4,8 @@
 //! tokens in force (and says why in the log). Both front ends ask [`Auth::check`] with the
 //! token a request presents and the scope its route needs.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -67,9 +69,20 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// The tokens of one reading of the file.
+/// The tokens of one reading of the file, indexed by a keyed hash of each secret.
+///
+/// Comparing a presented token with every secret in constant time costs ~170 ns a token (100
+/// tokens: +17 µs a request, measured by `benches/auth.rs`). Instead the presented token is
+/// hashed with SipHash under a random key (std's `RandomState`, drawn at each reading) and
+/// compared, in constant time, only with the secrets of the same hash: what the time then says is
+/// whether the keyed hash matched, which without the key says nothing of the secrets.
 #[derive(Debug, Default)]
-pub struct Tokens(Vec<Token>);
+pub struct Tokens {
+    tokens: Vec<Token>,
+    hasher: RandomState,
+    /// Positions in `tokens` by the keyed hash of their secret.
+    by_hash: HashMap<u64, Vec<usize>>,
+}
 
 impl Tokens {
     /// Parses the file's text; an error names the line and what is wrong with it.
@@ -106,6 +119,7 @@ impl Tokens {
                 .iter()
                 .any(|t: &Token| *t.secret == *secret.as_bytes())
             {
+                // Reading the file, not a request: an early-exit comparison is fine here.
                 return Err(format!("line {number}: the same token is given twice"));
             }
             tokens.push(Token {
@@ -114,14 +128,28 @@ impl Tokens {
                 name: name.into(),
             });
         }
-        Ok(Self(tokens))
+        let hasher = RandomState::new();
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, token) in tokens.iter().enumerate() {
+            by_hash
+                .entry(hasher.hash_one(&*token.secret))
+                .or_default()
+                .push(i);
+        }
+        Ok(Self {
+            tokens,
+            hasher,
+            by_hash,
+        })
     }
 
-    /// The token `presented` is, if any: every token is compared in constant time, so the
-    /// time taken says nothing of how much of a secret matched.
+    /// The token `presented` is, if any: the secrets of its keyed hash (almost always none or
+    /// one) are each compared in constant time, so the time taken says nothing of how much of a
+    /// secret matched.
     fn find(&self, presented: &[u8]) -> Option<&Token> {
+        let candidates = self.by_hash.get(&self.hasher.hash_one(presented))?;
         let mut found = None;
-        for token in &self.0 {
+        for token in candidates.iter().filter_map(|&i| self.tokens.get(i)) {
             if bool::from(token.secret.ct_eq(presented)) {
                 found = Some(token);
             }
@@ -131,12 +159,12 @@ impl Tokens {
 
     /// How many tokens there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.tokens.len()
     }
 
     /// Whether there are none (then every protected request is refused).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.tokens.is_empty()
     }
 }
 
