@@ -69,7 +69,7 @@ fn auth(c: &mut Criterion) {
             auth,
             limiter: None,
         });
-        let mut call = |request: Request<Body>| {
+        let call = |request: Request<Body>| {
             let response = runtime.block_on(app.clone().oneshot(request)).unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             response
