@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Overloaded,
     /// The request's deadline passed before it finished.
     Timeout,
+    /// The client sent its request too slowly (a body slower than the server's body deadline).
+    RequestTimeout,
     /// The server cannot serve right now (shutting down, engine missing).
     Unavailable,
     /// The operation is not supported.
@@ -45,6 +47,7 @@ impl ErrorKind {
             ErrorKind::NotReady => "not_ready",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unimplemented => "unimplemented",
             ErrorKind::Unauthenticated => "unauthenticated",

@@ -10,6 +10,7 @@ pub mod deadline;
 mod engines;
 mod error;
 mod examples;
+pub mod inflight;
 mod load_error;
 mod manager;
 pub mod memory;
@@ -25,8 +26,8 @@ pub use error::{Error, ErrorKind};
 pub use examples::{Classification, Example, Feature};
 pub use load_error::LoadError;
 pub use manager::{
-    BatchingDefaults, Budget, IndexEntry, ManagerOptions, ModelManager, ModelSource, Sources,
-    VersionSelector, VersionState, VersionStatus,
+    BatchingDefaults, Budget, DEFAULT_MAX_INFLIGHT, IndexEntry, ManagerOptions, ModelManager,
+    ModelSource, Sources, VersionSelector, VersionState, VersionStatus,
 };
 pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::NamedTensor;

@@ -134,6 +134,7 @@ async fn run<P, T>(
     encode: impl FnOnce(&LoadedVersion, Inference, P, &mut Stages<'_>) -> Result<Encoded<T>, Error>,
 ) -> Result<Encoded<T>, Error> {
     let target = target?;
+    let _admitted = models.admit_request()?;
     let loaded = models
         .acquire(target.model, &target.version, target.deadline)
         .await?;

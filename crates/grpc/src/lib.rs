@@ -14,8 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use quiver_core::ModelManager;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 /// Generated KServe V2 messages and services (package `inference`).
 #[allow(
@@ -70,22 +68,20 @@ pub struct GrpcOptions {
     pub limiter: Option<Arc<quiver_core::rate_limit::RateLimiter>>,
     /// Most calls (HTTP/2 streams) one connection may have open at once.
     pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged; `None`: never.
+    pub keepalive_interval: Option<std::time::Duration>,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: std::time::Duration,
+    /// Largest header list (metadata) a call may send, in bytes.
+    pub max_header_list_bytes: u32,
+    /// Streams a client may reset before the server took them, before the connection is closed
+    /// (the HTTP/2 "rapid reset" attack).
+    pub max_pending_reset_streams: usize,
 }
 
-/// Serves every gRPC service on `listener` until `shutdown` resolves, then finishes the calls
-/// in flight.
-pub async fn serve(
-    listener: TcpListener,
-    models: Arc<ModelManager>,
-    options: GrpcOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    // Small request/response exchanges must not wait for Nagle's algorithm.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    serve_incoming(incoming, models, options, shutdown).await
-}
-
-/// [`serve`] on connections `incoming` hands over (TLS streams, say).
+/// Serves every gRPC service on the connections `incoming` hands over (the listener's accept
+/// loop, which applies the connection limits) until `shutdown` resolves, then finishes the
+/// calls in flight.
 pub async fn serve_incoming<I, IO, IE>(
     incoming: I,
     models: Arc<ModelManager>,
@@ -129,6 +125,10 @@ where
         .await;
     tonic::transport::Server::builder()
         .max_concurrent_streams(options.max_concurrent_streams)
+        .http2_keepalive_interval(options.keepalive_interval)
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .http2_max_header_list_size(options.max_header_list_bytes)
+        .http2_max_pending_accept_reset_streams(Some(options.max_pending_reset_streams))
         // The access log (outermost) sees the status as repaired.
         .layer(
             tower::ServiceBuilder::new()

@@ -11,7 +11,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::NotReady | ErrorKind::Unavailable => Code::Unavailable,
         // gRPC's code for a message over the limit, as tonic itself answers it.
         ErrorKind::Overloaded | ErrorKind::TooLarge => Code::ResourceExhausted,
-        ErrorKind::Timeout => Code::DeadlineExceeded,
+        ErrorKind::Timeout | ErrorKind::RequestTimeout => Code::DeadlineExceeded,
         // gRPC's code for a method a service does not have.
         ErrorKind::Unimplemented | ErrorKind::MethodNotAllowed => Code::Unimplemented,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
@@ -20,9 +20,16 @@ pub fn code_of(kind: ErrorKind) -> Code {
     }
 }
 
-/// An error as a status.
+/// An error as a status; one refused for load (a full queue, `--max-inflight-requests`) says
+/// when to come back in `retry-after` metadata, as the HTTP answer's header does.
 pub fn status(error: Error) -> Status {
-    Status::new(code_of(error.kind), error.message)
+    let mut status = Status::new(code_of(error.kind), error.message);
+    if error.kind == ErrorKind::Overloaded {
+        status
+            .metadata_mut()
+            .insert("retry-after", tonic::metadata::MetadataValue::from(1u32));
+    }
+    status
 }
 
 /// An [`ErrorKind::InvalidInput`] error: the request is the client's mistake.

@@ -33,6 +33,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotReady | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
@@ -59,19 +60,38 @@ impl From<DecodeError> for Error {
     }
 }
 
+/// What `Retry-After` says to a request refused because the server or a model was full.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), message = %self.0.message, "request failed");
         }
-        (status, Json(serde_json::json!({ "error": self.0.message }))).into_response()
+        let mut response =
+            (status, Json(serde_json::json!({ "error": self.0.message }))).into_response();
+        if self.0.kind == ErrorKind::Overloaded {
+            // Refused for load: a client that backs off a second is likely to get in.
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+        }
+        response
     }
 }
 
 /// The error for a request body that could not be read: [`ErrorKind::TooLarge`] (413) when over
-/// `--max-body-bytes`.
+/// `--max-body-bytes`, [`ErrorKind::RequestTimeout`] (408) when it arrived too slowly.
 pub fn body_error(rejection: BytesRejection) -> Error {
+    // A body slower than its deadline (crate::body_deadline): 408, as nginx answers it.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = source {
+        if let Some(slow) = error.downcast_ref::<crate::body_deadline::BodyTimedOut>() {
+            return Error::new(ErrorKind::RequestTimeout, slow.to_string());
+        }
+        source = error.source();
+    }
     if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) = rejection {
         return Error::new(
             ErrorKind::TooLarge,

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod body_deadline;
 pub mod deadline;
 pub mod error;
 pub mod extract;

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quiver_engine_api::OptimizationLevel;
@@ -80,6 +81,102 @@ pub struct ServeConfig {
     /// Who may do what.
     #[command(flatten)]
     pub security: SecurityConfig,
+
+    /// Connection limits and timeouts.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+}
+
+/// What protects the listeners from slow, hostile and excessive clients (docs/security.md,
+/// "Connections and overload").
+#[derive(Debug, Clone, Args)]
+pub struct LimitsConfig {
+    /// Connections open at once across every listener (REST, gRPC, --metrics-port); over it a
+    /// new connection is closed at once, and counted. Default: the file descriptor limit (raised
+    /// to its hard limit) less a tenth and 64, kept for model files and logs.
+    #[arg(long, env = "QUIVER_MAX_CONNECTIONS", value_name = "N", value_parser = positive)]
+    pub max_connections: Option<usize>,
+
+    /// Inference requests in flight in the whole server (decoded, queued or running, every
+    /// model together); over it, 429 / RESOURCE_EXHAUSTED with Retry-After at once.
+    #[arg(long, env = "QUIVER_MAX_INFLIGHT_REQUESTS", value_name = "N",
+        default_value_t = quiver_core::DEFAULT_MAX_INFLIGHT, value_parser = positive)]
+    pub max_inflight_requests: usize,
+
+    /// HTTP/1.1: time from a request's first byte (a new connection's opening) to the end of
+    /// its headers; a slower client is disconnected. Also how soon a new gRPC connection must
+    /// start HTTP/2.
+    #[arg(long, env = "QUIVER_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10.0,
+        value_name = "SECS", value_parser = positive_seconds)]
+    pub http_header_timeout_secs: f64,
+
+    /// HTTP/1.1: how long a kept-alive connection may sit between requests before it is closed.
+    #[arg(long, env = "QUIVER_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60.0,
+        value_name = "SECS", value_parser = positive_seconds)]
+    pub http_idle_timeout_secs: f64,
+
+    /// HTTP: time every request body gets to arrive whatever its length; a body also gets its
+    /// length at --http-body-min-rate. A slower body gets 408 and its connection is closed.
+    #[arg(long, env = "QUIVER_HTTP_BODY_TIMEOUT_SECS", default_value_t = 10.0,
+        value_name = "SECS", value_parser = positive_seconds)]
+    pub http_body_timeout_secs: f64,
+
+    /// HTTP: the slowest average upload accepted beyond --http-body-timeout-secs, in bytes a
+    /// second.
+    #[arg(long, env = "QUIVER_HTTP_BODY_MIN_RATE", default_value_t = 64 * 1024,
+        value_name = "BYTES_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_min_rate: u64,
+
+    /// HTTP/2 (gRPC, and h2 on the REST port): ping a connection idle this long, to find dead
+    /// peers (0: never).
+    #[arg(long, env = "QUIVER_HTTP2_KEEPALIVE_INTERVAL_SECS", default_value_t = 60.0,
+        value_name = "SECS", value_parser = non_negative_seconds)]
+    pub http2_keepalive_interval_secs: f64,
+
+    /// HTTP/2: close a connection whose ping goes unanswered this long.
+    #[arg(long, env = "QUIVER_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20.0,
+        value_name = "SECS", value_parser = positive_seconds)]
+    pub http2_keepalive_timeout_secs: f64,
+
+    /// HTTP/2: largest header list (gRPC metadata) a request may send, in bytes.
+    #[arg(long, env = "QUIVER_HTTP2_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024,
+        value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_header_list_bytes: u32,
+
+    /// HTTP/2: streams a client may open and reset before the server took them, before its
+    /// connection is closed (GOAWAY ENHANCE_YOUR_CALM): the "rapid reset" attack.
+    #[arg(long, env = "QUIVER_HTTP2_MAX_PENDING_RESET_STREAMS", default_value_t = 20,
+        value_name = "N", value_parser = positive)]
+    pub http2_max_pending_reset_streams: usize,
+}
+
+impl LimitsConfig {
+    /// The limits the listeners enforce; `max_concurrent_streams` is gRPC's setting, which
+    /// HTTP/2 on the REST port shares.
+    pub fn limits(&self, max_concurrent_streams: u32) -> crate::listen::Limits {
+        let max = self
+            .max_connections
+            .unwrap_or_else(crate::listen::cap::default_max_connections);
+        crate::listen::Limits {
+            connections: crate::listen::cap::ConnectionCap::new(max),
+            timeouts: crate::listen::slow::Timeouts {
+                header: Duration::from_secs_f64(self.http_header_timeout_secs),
+                idle: Duration::from_secs_f64(self.http_idle_timeout_secs),
+            },
+            body: quiver_http::body_deadline::BodyDeadline {
+                floor: Duration::from_secs_f64(self.http_body_timeout_secs),
+                min_rate: self.http_body_min_rate,
+            },
+            http2: crate::listen::Http2Limits {
+                max_concurrent_streams,
+                keepalive_interval: (self.http2_keepalive_interval_secs > 0.0)
+                    .then(|| Duration::from_secs_f64(self.http2_keepalive_interval_secs)),
+                keepalive_timeout: Duration::from_secs_f64(self.http2_keepalive_timeout_secs),
+                max_header_list_bytes: self.http2_max_header_list_bytes,
+                max_pending_reset_streams: self.http2_max_pending_reset_streams,
+            },
+        }
+    }
 }
 
 /// Access control.

@@ -1,17 +1,17 @@
 //! Starting and stopping the server: load the repository, bind the listeners, serve until told
 //! to stop, then drain in-flight requests.
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use std::time::Duration;
 
 use quiver_core::{BatchingDefaults, Budget, ManagerOptions, ModelManager, Sources};
 use quiver_grpc::GrpcOptions;
 use quiver_http::AppState;
+use quiver_telemetry::connections::ListenerMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -157,6 +157,7 @@ pub async fn start(
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             memory_bytes: config.lifecycle.memory_budget_bytes,
         },
+        max_inflight: config.limits.max_inflight_requests,
         ..ManagerOptions::default()
     };
     let metrics = if config.log.metrics {
@@ -170,6 +171,13 @@ pub async fn start(
         (None, None) => anyhow::bail!("give --model-repository or --model-config-file"),
     };
     let models = Arc::new(ModelManager::new(engines, options, sources));
+    let limits = config
+        .limits
+        .limits(config.grpc.grpc_max_concurrent_streams);
+    tracing::info!(
+        max_connections = limits.connections.max(),
+        "connections are capped (--max-connections)"
+    );
     // Reading the repository up front turns a wrong --model-repository into an error at once.
     models.sources()?;
 
@@ -213,7 +221,6 @@ pub async fn start(
         metrics,
         access_log: config.log.access_log,
     };
-    let app = quiver_http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let grpc_listener = TcpListener::bind((config.http.host, config.grpc.grpc_port))
         .await
         .with_context(|| {
@@ -245,48 +252,36 @@ pub async fn start(
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = signal.send(true);
     });
-    let rest = match &tls {
-        None => {
-            // Small request/response exchanges must not wait for Nagle's algorithm.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY: {error}");
-                }
-            });
-            tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .into_future(),
-            )
-        }
-        Some(acceptor) => tokio::spawn(crate::tls::serve_http(
-            listener,
-            acceptor.clone(),
-            quiver_http::app(state.clone()),
-            stopped(stop_rx.clone()),
-        )),
-    };
+    let rest = tokio::spawn(crate::listen::serve_http(
+        listener,
+        tls.clone(),
+        quiver_http::app(state.clone()),
+        limits.clone(),
+        ListenerMetrics::new("rest"),
+        stopped(stop_rx.clone()),
+    ));
     let grpc_options = GrpcOptions {
         max_message_bytes: config.grpc.grpc_max_message_bytes,
         access_log: config.log.access_log,
         auth,
         limiter,
         max_concurrent_streams: config.grpc.grpc_max_concurrent_streams,
+        keepalive_interval: limits.http2.keepalive_interval,
+        keepalive_timeout: limits.http2.keepalive_timeout,
+        max_header_list_bytes: limits.http2.max_header_list_bytes,
+        max_pending_reset_streams: limits.http2.max_pending_reset_streams,
     };
-    let grpc = match &tls {
-        None => tokio::spawn(quiver_grpc::serve(
+    let grpc = tokio::spawn(quiver_grpc::serve_incoming(
+        crate::listen::incoming(
             grpc_listener,
-            Arc::clone(&models),
-            grpc_options,
-            stopped(stop_rx.clone()),
-        )),
-        Some(acceptor) => tokio::spawn(quiver_grpc::serve_incoming(
-            crate::tls::incoming(grpc_listener, acceptor.clone()),
-            Arc::clone(&models),
-            grpc_options,
-            stopped(stop_rx.clone()),
-        )),
-    };
+            tls.clone(),
+            limits.clone(),
+            ListenerMetrics::new("grpc"),
+        ),
+        Arc::clone(&models),
+        grpc_options,
+        stopped(stop_rx.clone()),
+    ));
     // The listeners answer health checks (not ready) while the start-up models load.
     let lifecycle = &config.lifecycle;
     let loader = Arc::clone(&models);
@@ -316,20 +311,14 @@ pub async fn start(
                     )
                 })?;
             let addr = listener.local_addr()?;
-            let app = quiver_http::metrics_app(state);
-            match &tls {
-                None => tokio::spawn(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopped(stop_rx))
-                        .into_future(),
-                ),
-                Some(acceptor) => tokio::spawn(crate::tls::serve_http(
-                    listener,
-                    acceptor.clone(),
-                    app,
-                    stopped(stop_rx),
-                )),
-            };
+            tokio::spawn(crate::listen::serve_http(
+                listener,
+                tls.clone(),
+                quiver_http::metrics_app(state),
+                limits.clone(),
+                ListenerMetrics::new("metrics"),
+                stopped(stop_rx),
+            ));
             tracing::info!("metrics listening on {scheme}://{addr}/metrics");
             Some(addr)
         }

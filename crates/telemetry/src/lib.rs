@@ -7,6 +7,7 @@
 //! every handle is a no-op, so the request path pays nothing for metrics it does not export.
 
 pub mod buckets;
+pub mod connections;
 pub mod exporter;
 pub mod labels;
 pub mod lifecycle;

@@ -46,6 +46,19 @@ pub const MEMORY_BYTES: &str = "quiver_model_memory_bytes";
 /// `outcome`: written, dropped, failed).
 pub const PAYLOAD_LOG_EVENTS_TOTAL: &str = "quiver_payload_log_events_total";
 
+/// Gauge: connections open on a listener (`listener`).
+pub const CONNECTIONS_OPEN: &str = "quiver_connections_open";
+/// Counter: connections closed at once because `--max-connections` were open (`listener`).
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "quiver_connections_refused_total";
+/// Counter: connections closed by a timeout (`listener`, `phase`: header, idle, body).
+pub const CONNECTIONS_TIMED_OUT_TOTAL: &str = "quiver_connections_timed_out_total";
+/// Gauge: inference requests in flight in the whole server (what `--max-inflight-requests`
+/// bounds).
+pub const SERVER_INFLIGHT: &str = "quiver_server_inflight_requests";
+/// Counter: inference requests refused because the server had `--max-inflight-requests` in
+/// flight.
+pub const SERVER_REJECTED_TOTAL: &str = "quiver_server_rejected_requests_total";
+
 /// Label: model name (empty when a request named no loaded model; names are bounded by the
 /// repository, never taken from a request that failed to resolve).
 pub const MODEL: &str = "model";
@@ -64,6 +77,10 @@ pub const REASON: &str = "reason";
 
 /// The `outcome` of a request that succeeded.
 pub const OK: &str = "ok";
+/// Label: which listener a connection came to (`rest`, `grpc`, `metrics`).
+pub const LISTENER: &str = "listener";
+/// Label: what a connection was doing when its timeout passed (`header`, `idle`, `body`).
+pub const PHASE: &str = "phase";
 /// Label: whether the response cache held the answer (`hit`, `miss`).
 pub const RESULT: &str = "result";
 
@@ -143,5 +160,22 @@ pub fn describe() {
         MEMORY_BYTES,
         Unit::Bytes,
         "Estimated memory of a loaded model version (what the memory budget counts; 0 once unloaded)."
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "Connections open on the listener.");
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at once because --max-connections were already open."
+    );
+    describe_counter!(
+        CONNECTIONS_TIMED_OUT_TOTAL,
+        "Connections closed because the client was too slow: sending a request's headers (header), starting the next request (idle) or sending its body (body)."
+    );
+    describe_gauge!(
+        SERVER_INFLIGHT,
+        "Inference requests in flight in the whole server (bounded by --max-inflight-requests)."
+    );
+    describe_counter!(
+        SERVER_REJECTED_TOTAL,
+        "Inference requests refused at once because --max-inflight-requests were in flight (HTTP 429, RESOURCE_EXHAUSTED)."
     );
 }

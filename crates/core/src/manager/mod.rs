@@ -38,7 +38,7 @@ pub(crate) use retire::Retirement;
 use table::ModelRecord;
 
 pub use budget::Budget;
-pub use options::{BatchingDefaults, ManagerOptions};
+pub use options::{BatchingDefaults, DEFAULT_MAX_INFLIGHT, ManagerOptions};
 pub use sources::{ModelSource, Sources};
 pub use table::{IndexEntry, VersionSelector, VersionState, VersionStatus};
 
@@ -65,6 +65,8 @@ pub struct ModelManager {
     /// The clock of `last_used`: a count of uses, so that the order is exact however close
     /// two uses come.
     clock: AtomicU64,
+    /// The server-wide bound on requests in flight.
+    inflight: crate::inflight::InflightLimit,
 }
 
 /// One version to load, and from what.
@@ -102,7 +104,6 @@ impl ModelManager {
     pub fn new(engines: Engines, options: ManagerOptions, sources: Sources) -> Self {
         Self {
             engines,
-            options,
             sources,
             models: RwLock::default(),
             syncing: Mutex::default(),
@@ -110,7 +111,15 @@ impl ModelManager {
             ready: AtomicBool::new(false),
             admission: Mutex::default(),
             clock: AtomicU64::new(0),
+            inflight: crate::inflight::InflightLimit::new(options.max_inflight),
+            options,
         }
+    }
+
+    /// A place under the server-wide bound on requests in flight, or the error to refuse the
+    /// request with.
+    pub fn admit_request(&self) -> Result<crate::inflight::Admitted<'_>, Error> {
+        self.inflight.admit()
     }
 
     /// The next tick of the budget's least-recently-used order.

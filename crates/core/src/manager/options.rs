@@ -8,6 +8,11 @@ use quiver_repository::EngineChoice;
 
 use super::budget::Budget;
 
+/// `--max-inflight-requests` unless told otherwise: far above what a busy server has in flight
+/// (Little's law: 40,000 requests a second at 2 ms is 80), yet a bound on memory when many
+/// models are flooded together.
+pub const DEFAULT_MAX_INFLIGHT: usize = 4096;
+
 /// How the manager runs the models it loads.
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
@@ -31,6 +36,8 @@ pub struct ManagerOptions {
     /// Longest wait of a request for a version to load on demand, when its own deadline is
     /// later or unset.
     pub on_demand_wait: Duration,
+    /// Most inference requests in flight in the whole server (`--max-inflight-requests`).
+    pub max_inflight: usize,
 }
 
 /// Server-wide batching settings (`--max-batch-size` and friends); a model's `[batching]`
@@ -72,6 +79,7 @@ impl Default for ManagerOptions {
             model_control_api: false,
             budget: Budget::default(),
             on_demand_wait: Duration::from_secs(60),
+            max_inflight: DEFAULT_MAX_INFLIGHT,
         }
     }
 }
