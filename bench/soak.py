@@ -115,7 +115,7 @@ def v2_http_client(url, tally, stop, binary):
         name = "v2_binary" if binary else "v2_json"
         try:
             result = client.infer("dense", [x])
-            if not bad and result.as_numpy("y").shape == (1, 10):
+            if not bad and result.as_numpy("probs").shape == (1, 10):
                 tally.record("ok", time.monotonic() - started)
             else:
                 tally.record("failed", 0, f"{name} answered a bad request")
@@ -144,7 +144,7 @@ def v2_grpc_client(address, tally, stop):
         started = time.monotonic()
         try:
             result = client.infer("dense", [x], client_timeout=30)
-            if not bad and result.as_numpy("y").shape == (1, 10):
+            if not bad and result.as_numpy("probs").shape == (1, 10):
                 tally.record("ok", time.monotonic() - started)
             else:
                 tally.record("failed", 0, "v2_grpc answered a bad request")
