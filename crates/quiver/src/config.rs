@@ -154,9 +154,10 @@ impl LimitsConfig {
     /// The limits the listeners enforce; `max_concurrent_streams` is gRPC's setting, which
     /// HTTP/2 on the REST port shares.
     pub fn limits(&self, max_concurrent_streams: u32) -> crate::listen::Limits {
+        let fd_limit = crate::listen::cap::raise_fd_limit();
         let max = self
             .max_connections
-            .unwrap_or_else(crate::listen::cap::default_max_connections);
+            .unwrap_or_else(|| crate::listen::cap::default_max_connections(fd_limit));
         crate::listen::Limits {
             connections: crate::listen::cap::ConnectionCap::new(max),
             timeouts: crate::listen::slow::Timeouts {

@@ -77,18 +77,22 @@ impl Drop for Admission {
     }
 }
 
-/// The default `--max-connections`: the process's descriptor limit (raised to its hard limit
-/// first, as servers do) less what models, logs and engines need: [`RESERVED_FDS`] and a
-/// tenth.
-pub fn default_max_connections() -> usize {
-    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+/// Raises the process's file descriptor limit to its hard limit, as servers do (connections
+/// are descriptors), and returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
             tracing::debug!("cannot raise the file descriptor limit: {e}");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
-    };
-    let room = limit.saturating_sub(RESERVED_FDS + limit / 10).max(16);
+    }
+}
+
+/// The default `--max-connections` under a descriptor limit of `fd_limit`: the limit less what
+/// models, logs and engines need, [`RESERVED_FDS`] and a tenth.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    let room = fd_limit.saturating_sub(RESERVED_FDS + fd_limit / 10).max(16);
     usize::try_from(room).unwrap_or(usize::MAX)
 }
 
@@ -111,9 +115,9 @@ mod tests {
 
     #[test]
     fn the_default_leaves_room_for_files() {
-        let max = default_max_connections();
-        assert!(max >= 16);
-        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-        assert!((max as u64) < soft);
+        assert_eq!(default_max_connections(20_000), 20_000 - 64 - 2_000);
+        assert_eq!(default_max_connections(1024), 1024 - 64 - 102);
+        assert_eq!(default_max_connections(10), 16);
+        assert!(raise_fd_limit() >= 16);
     }
 }
