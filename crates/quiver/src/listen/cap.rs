@@ -92,7 +92,9 @@ pub fn raise_fd_limit() -> u64 {
 /// The default `--max-connections` under a descriptor limit of `fd_limit`: the limit less what
 /// models, logs and engines need, [`RESERVED_FDS`] and a tenth.
 pub fn default_max_connections(fd_limit: u64) -> usize {
-    let room = fd_limit.saturating_sub(RESERVED_FDS + fd_limit / 10).max(16);
+    let room = fd_limit
+        .saturating_sub(RESERVED_FDS + fd_limit / 10)
+        .max(16);
     usize::try_from(room).unwrap_or(usize::MAX)
 }
 
