@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use http_body::{Frame, SizeHint};
-use quiver_telemetry::connections::{ListenerMetrics, Phase};
+use metrics::Counter;
 use tokio::time::{Instant, Sleep};
 
 /// The rule: `floor` plus the body's length at `min_rate` bytes a second.
@@ -33,9 +33,9 @@ impl BodyDeadline {
         self.floor + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
     }
 
-    /// `body` under this rule, counted on `metrics` when it is too slow. A body known to be
-    /// empty is returned as it is.
-    pub fn apply(&self, body: Body, metrics: &ListenerMetrics) -> Body {
+    /// `body` under this rule, counted on `timed_out` when it is too slow (one handle, cloned
+    /// per request). A body known to be empty is returned as it is.
+    pub fn apply(&self, body: Body, timed_out: &Counter) -> Body {
         if http_body::Body::is_end_stream(&body) {
             return body;
         }
@@ -47,7 +47,7 @@ impl BodyDeadline {
             allowed: declared,
             received: 0,
             sleep: None,
-            metrics: metrics.clone(),
+            timed_out: timed_out.clone(),
         })
     }
 }
@@ -76,7 +76,7 @@ struct Deadlined {
     /// Made the first time the body has to wait: a body already in the buffer (most of them)
     /// never touches the timer.
     sleep: Option<Pin<Box<Sleep>>>,
-    metrics: ListenerMetrics,
+    timed_out: Counter,
 }
 
 impl Deadlined {
@@ -115,7 +115,7 @@ impl http_body::Body for Deadlined {
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         ready!(sleep.as_mut().poll(cx));
-        this.metrics.timed_out(Phase::Body);
+        this.timed_out.increment(1);
         Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))))
     }
 
@@ -149,10 +149,7 @@ mod tests {
             min_rate: 1000,
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        let body = rule.apply(
-            Body::new(ChannelBody(receiver)),
-            &ListenerMetrics::new("rest"),
-        );
+        let body = rule.apply(Body::new(ChannelBody(receiver)), &Counter::noop());
         sender
             .send(Ok(Frame::data(Bytes::from_static(b"abc"))))
             .await
@@ -174,7 +171,7 @@ mod tests {
             floor: Duration::from_secs(2),
             min_rate: 1000,
         };
-        let body = rule.apply(Body::from("hello"), &ListenerMetrics::new("rest"));
+        let body = rule.apply(Body::from("hello"), &Counter::noop());
         let read = axum::body::to_bytes(body, 1 << 20).await;
         assert_eq!(read.ok().as_deref(), Some(&b"hello"[..]));
     }

@@ -61,6 +61,11 @@ impl ListenerMetrics {
     pub fn timed_out(&self, phase: Phase) {
         self.timed_out[phase as usize].increment(1);
     }
+
+    /// The counter of `phase`'s timeouts, for a part that counts them itself.
+    pub fn timed_out_counter(&self, phase: Phase) -> metrics::Counter {
+        self.timed_out[phase as usize].clone()
+    }
 }
 
 /// The handles of the server-wide in-flight bound.

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use quiver_http::body_deadline::BodyDeadline;
-use quiver_telemetry::connections::ListenerMetrics;
+use quiver_telemetry::connections::{ListenerMetrics, Phase};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -233,14 +233,14 @@ pub async fn serve_http(
         let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         let timeouts = limits.timeouts;
         let metrics = metrics.clone();
-        let body_metrics = metrics.clone();
+        let body_timeouts = metrics.timed_out_counter(Phase::Body);
         let service = app
             .clone()
             .map_request(move |mut request: axum::extract::Request| {
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(client));
-                request.map(|b| body.apply(b, &body_metrics))
+                request.map(|b| body.apply(b, &body_timeouts))
             });
         tokio::spawn(async move {
             let Some(stream) = handshake(tcp, client, tls.as_ref()).await else {
