@@ -27,7 +27,7 @@ pub use examples::{Classification, Example, Feature};
 pub use load_error::LoadError;
 pub use manager::{
     BatchingDefaults, Budget, DEFAULT_MAX_INFLIGHT, IndexEntry, ManagerOptions, ModelManager,
-    ModelSource, Sources, VersionSelector, VersionState, VersionStatus,
+    ModelSource, RemoteModel, Sources, Stores, VersionSelector, VersionState, VersionStatus,
 };
 pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::NamedTensor;

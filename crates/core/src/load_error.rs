@@ -39,11 +39,14 @@ pub enum LoadError {
     /// The server could not get what serving needs (threads).
     #[error("{0}")]
     Resources(String),
+    /// The version could not be downloaded from its object store.
+    #[error("{0}")]
+    Download(String),
 }
 
 impl LoadError {
     /// Every [`LoadError::reason`], for metrics and documentation.
-    pub const REASONS: [&'static str; 8] = [
+    pub const REASONS: [&'static str; 9] = [
         "config",
         "engine_unavailable",
         "corrupt_model",
@@ -52,6 +55,7 @@ impl LoadError {
         "processing",
         "warmup",
         "resources",
+        "download",
     ];
 
     /// Stable snake_case name of the kind: the `reason` label of
@@ -66,6 +70,7 @@ impl LoadError {
             LoadError::Processing(_) => "processing",
             LoadError::Warmup(_) => "warmup",
             LoadError::Resources(_) => "resources",
+            LoadError::Download(_) => "download",
         }
     }
 

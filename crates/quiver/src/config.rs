@@ -38,11 +38,13 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Model repository: a directory of `NAME/VERSION/model.onnx` (each model may have a
-    /// `config.toml`, or Triton's `config.pbtxt`).
+    /// `config.toml`, or Triton's `config.pbtxt`), or the same in an object store:
+    /// `s3://BUCKET/PREFIX`, `gs://…`, `az://CONTAINER/PREFIX`, `http(s)://…` (WebDAV),
+    /// cached in --model-cache-dir (docs/model-stores.md).
     #[arg(
         long,
         env = "QUIVER_MODEL_REPOSITORY",
-        value_name = "DIR",
+        value_name = "DIR|URL",
         required_unless_present = "model_config_file"
     )]
     pub model_repository: Option<PathBuf>,
@@ -85,6 +87,10 @@ pub struct ServeConfig {
     /// Connection limits and timeouts.
     #[command(flatten)]
     pub limits: LimitsConfig,
+
+    /// Object stores and the model cache.
+    #[command(flatten)]
+    pub store: crate::store_config::StoreConfig,
 }
 
 /// What protects the listeners from slow, hostile and excessive clients (docs/security.md,

@@ -13,5 +13,6 @@ pub mod inspect;
 pub mod listen;
 pub mod logging;
 pub mod server;
+pub mod store_config;
 pub mod tls;
 pub mod validate;

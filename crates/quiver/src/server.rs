@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use std::time::Duration;
 
-use quiver_core::{BatchingDefaults, Budget, ManagerOptions, ModelManager, Sources};
+use quiver_core::{BatchingDefaults, Budget, ManagerOptions, ModelManager};
 use quiver_grpc::GrpcOptions;
 use quiver_http::AppState;
 use quiver_telemetry::connections::ListenerMetrics;
@@ -165,11 +165,11 @@ pub async fn start(
     } else {
         None
     };
-    let sources = match (&config.model_config_file, &config.model_repository) {
-        (Some(file), _) => Sources::ConfigFile(file.clone()),
-        (None, Some(repository)) => Sources::Repository(repository.clone()),
-        (None, None) => anyhow::bail!("give --model-repository or --model-config-file"),
-    };
+    let sources = crate::store_config::sources(
+        config.model_repository.as_deref(),
+        config.model_config_file.as_deref(),
+        &config.store,
+    )?;
     let models = Arc::new(ModelManager::new(engines, options, sources));
     let limits = config
         .limits

@@ -73,7 +73,8 @@ pub fn parse_model_config_file(text: &str) -> Result<Vec<ServedModel>, String> {
     Ok(models)
 }
 
-/// Reads the model config file at `path`; relative `base_path`s are taken from its directory.
+/// Reads the model config file at `path`; relative `base_path`s are taken from its directory;
+/// object store URLs (`s3://…`) are kept as written.
 pub fn read_model_config_file(path: &Path) -> Result<Vec<ServedModel>, ConfigError> {
     let text = read_if_present(path)?.ok_or_else(|| ConfigError::Unreadable {
         path: path.to_owned(),
@@ -85,7 +86,8 @@ pub fn read_model_config_file(path: &Path) -> Result<Vec<ServedModel>, ConfigErr
     })?;
     let dir = path.parent().unwrap_or(Path::new(""));
     for model in &mut models {
-        if model.base_path.is_relative() {
+        // A URL (an object store) is kept as written.
+        if model.base_path.is_relative() && !model.base_path.to_string_lossy().contains("://") {
             model.base_path = dir.join(&model.base_path);
         }
     }
@@ -103,12 +105,6 @@ fn served_model(entry: &DynamicMessage, i: usize) -> Result<ServedModel, String>
     check_model_name(name).map_err(|e| format!("{path}.name: {e}"))?;
     let base_path =
         string(entry, "base_path").ok_or_else(|| format!("{path}.base_path: not set"))?;
-    if base_path.contains("://") {
-        return Err(format!(
-            "{path}.base_path: \"{base_path}\" is not a local directory (Quiver reads models \
-             from the file system only)"
-        ));
-    }
     let version_policy = message(entry, "model_version_policy")
         .map(|p| {
             textproto::version_policy(p, &format!("{path}.model_version_policy"), ZeroLatest::One)
@@ -284,8 +280,6 @@ model_config_list {
         assert!(e.contains("config[0] (\"a\").base_path"), "{e}");
         let e = err("model_config_list { config { name: \"a b\" base_path: \"/a\" } }");
         assert!(e.contains("config[0] (\"a b\").name"), "{e}");
-        let e = err("model_config_list { config { name: \"a\" base_path: \"s3://bucket/a\" } }");
-        assert!(e.contains("not a local directory"), "{e}");
         let e = err(
             "model_config_list { config { name: \"a\" base_path: \"/a\" \
                      version_labels { key: \"bad label\" value: 1 } } }",

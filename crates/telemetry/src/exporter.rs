@@ -58,6 +58,11 @@ fn build() -> Result<Exporter, String> {
             buckets::LOAD_SECONDS,
         )
         .map_err(error)?
+        .set_buckets_for_metric(
+            Matcher::Full(names::STORE_DOWNLOAD_DURATION.into()),
+            buckets::LOAD_SECONDS,
+        )
+        .map_err(error)?
         .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), buckets::BYTES)
         .map_err(error)?
         .set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), buckets::BATCH)

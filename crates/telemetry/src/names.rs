@@ -59,6 +59,21 @@ pub const SERVER_INFLIGHT: &str = "quiver_server_inflight_requests";
 /// flight.
 pub const SERVER_REJECTED_TOTAL: &str = "quiver_server_rejected_requests_total";
 
+/// Counter: listings of a model store, by outcome (`store`, `outcome`: ok, error).
+pub const STORE_LISTINGS_TOTAL: &str = "quiver_store_listings_total";
+/// Counter: version downloads from a model store, by outcome (`store`, `outcome`: ok, error).
+pub const STORE_DOWNLOADS_TOTAL: &str = "quiver_store_downloads_total";
+/// Counter: bytes downloaded from a model store (`store`), counted as they arrive.
+pub const STORE_DOWNLOAD_BYTES_TOTAL: &str = "quiver_store_download_bytes_total";
+/// Histogram: how long a version's download took (`store`).
+pub const STORE_DOWNLOAD_DURATION: &str = "quiver_store_download_duration_seconds";
+/// Counter: versions found whole in the local cache, so not downloaded (`store`).
+pub const STORE_CACHE_HITS_TOTAL: &str = "quiver_store_cache_hits_total";
+/// Gauge: bytes of model versions in the local cache (`store`).
+pub const STORE_CACHE_BYTES: &str = "quiver_store_cache_bytes";
+/// Counter: versions removed from the local cache to keep it within its bound (`store`).
+pub const STORE_CACHE_EVICTIONS_TOTAL: &str = "quiver_store_cache_evictions_total";
+
 /// Label: model name (empty when a request named no loaded model; names are bounded by the
 /// repository, never taken from a request that failed to resolve).
 pub const MODEL: &str = "model";
@@ -81,6 +96,8 @@ pub const OK: &str = "ok";
 pub const LISTENER: &str = "listener";
 /// Label: what a connection was doing when its timeout passed (`header`, `idle`, `body`).
 pub const PHASE: &str = "phase";
+/// Label: a model store, as its URL shows it (no credentials, query or fragment).
+pub const STORE: &str = "store";
 /// Label: whether the response cache held the answer (`hit`, `miss`).
 pub const RESULT: &str = "result";
 
@@ -162,6 +179,34 @@ pub fn describe() {
         "Estimated memory of a loaded model version (what the memory budget counts; 0 once unloaded)."
     );
     describe_gauge!(CONNECTIONS_OPEN, "Connections open on the listener.");
+    describe_counter!(STORE_LISTINGS_TOTAL, "Listings of a model store, by outcome.");
+    describe_counter!(
+        STORE_DOWNLOADS_TOTAL,
+        "Model version downloads from a model store, by outcome."
+    );
+    describe_counter!(
+        STORE_DOWNLOAD_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes downloaded from a model store."
+    );
+    describe_histogram!(
+        STORE_DOWNLOAD_DURATION,
+        Unit::Seconds,
+        "How long a model version's download took."
+    );
+    describe_counter!(
+        STORE_CACHE_HITS_TOTAL,
+        "Model versions found whole in the local cache, so not downloaded."
+    );
+    describe_gauge!(
+        STORE_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of model versions in the local cache."
+    );
+    describe_counter!(
+        STORE_CACHE_EVICTIONS_TOTAL,
+        "Model versions removed from the local cache to keep it within --model-cache-max-bytes."
+    );
     describe_counter!(
         CONNECTIONS_REFUSED_TOTAL,
         "Connections closed at once because --max-connections were already open."

@@ -39,7 +39,7 @@ use table::ModelRecord;
 
 pub use budget::Budget;
 pub use options::{BatchingDefaults, DEFAULT_MAX_INFLIGHT, ManagerOptions};
-pub use sources::{ModelSource, Sources};
+pub use sources::{ModelSource, RemoteModel, Sources, Stores};
 pub use table::{IndexEntry, VersionSelector, VersionState, VersionStatus};
 
 /// Owns every model version's lifecycle and hands loaded versions to requests.
@@ -312,6 +312,19 @@ impl ModelManager {
             quiver_telemetry::lifecycle::register_budget(name);
         }
         self.write().entry(name.to_owned()).or_default();
+        if let Some(remote) = &source.remote
+            && let Err(e) = remote.store.fetch_model_files(&remote.key, &remote.listing)
+        {
+            // What serves keeps serving; the next poll tries again.
+            let message = e.to_string();
+            if let Some(record) = self.write().get_mut(name) {
+                record.error = Some(LoadError::Download(message.clone()));
+            }
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("model '{name}' cannot be loaded: {message}"),
+            ));
+        }
 
         let mut loaded_config = match config_override {
             Some(config) => config.clone(),
@@ -333,6 +346,10 @@ impl ModelManager {
             loaded_config.config.labels = labels.clone();
         }
         let config = &loaded_config.config;
+        let mut failures = Vec::new();
+        if let Some(remote) = &source.remote {
+            failures.extend(self.mirror(name, remote, config));
+        }
         let (versions, skipped) = repository::scan_model(&source.dir);
         for skipped in &skipped {
             tracing::debug!(path = %skipped.path.display(), reason = %skipped.reason, "skipped version entry");
@@ -375,7 +392,6 @@ impl ModelManager {
             },
         );
 
-        let mut failures = Vec::new();
         for action in actions {
             match action {
                 Action::Unload(version) => {
@@ -431,6 +447,12 @@ impl ModelManager {
         for version in forgotten {
             self.update(name, version, |r| r.state = VersionState::End);
         }
+        if let Some(remote) = &source.remote {
+            // What the policy wants and what still serves stay in the cache.
+            let mut in_use = self.serving(name);
+            in_use.extend(&wanted);
+            remote.store.keep(&remote.key, &in_use);
+        }
         if failures.is_empty() {
             Ok(())
         } else {
@@ -439,6 +461,56 @@ impl ModelManager {
                 failures.join("; ")
             )))
         }
+    }
+
+    /// Makes the versions the policy wants of a model in an object store whole in its cache
+    /// (shown `LOADING` with what is happening while one downloads), and removes from the
+    /// cache the versions the store no longer holds. A version that cannot be downloaded is
+    /// failed (a version serving keeps serving); the others go on.
+    fn mirror(&self, name: &str, remote: &RemoteModel, config: &ModelConfig) -> Vec<String> {
+        let wanted = config.version_policy.select(&remote.listing.versions());
+        let mut failures = Vec::new();
+        for version in wanted {
+            let note = |text: String| {
+                self.update(name, version, |r| {
+                    if r.loaded.is_none() {
+                        r.state = VersionState::Loading;
+                    }
+                    r.note = Some(text);
+                });
+            };
+            let fetched = remote
+                .store
+                .fetch_version(&remote.key, &remote.listing, version, &note);
+            match fetched {
+                Ok(quiver_store::Fetched::Cached) => {}
+                Ok(quiver_store::Fetched::Downloaded(_)) => self.update(name, version, |r| {
+                    r.note = None;
+                    if r.loaded.is_none() && r.state == VersionState::Loading {
+                        // Downloaded; the load that follows takes it from here.
+                        r.state = VersionState::Start;
+                    }
+                }),
+                Err(e) => {
+                    let error = LoadError::Download(e.to_string());
+                    tracing::error!(model = %name, version, reason = error.reason(), error = %error,
+                        "model version failed to download");
+                    quiver_telemetry::lifecycle::record_load(
+                        name,
+                        version,
+                        std::time::Duration::ZERO,
+                        Some(error.reason()),
+                    );
+                    self.update(name, version, |r| {
+                        r.note = None;
+                        r.fail(error.clone());
+                    });
+                    failures.push(format!("version {version}: {error}"));
+                }
+            }
+        }
+        remote.store.prune(&remote.key, &remote.listing);
+        failures
     }
 
     /// A model whose config cannot be used: the versions serving keep serving (with the reason

@@ -83,7 +83,7 @@ impl VersionStatus {
             (Some(_), Some("resources")) => (8, "RESOURCE_EXHAUSTED"),
             (Some(_), Some("signature")) => (9, "FAILED_PRECONDITION"),
             (Some(_), Some("unsupported")) => (12, "UNIMPLEMENTED"),
-            (Some(_), Some("engine_unavailable")) => (14, "UNAVAILABLE"),
+            (Some(_), Some("engine_unavailable" | "download")) => (14, "UNAVAILABLE"),
             (Some(_), Some("corrupt_model")) => (15, "DATA_LOSS"),
             (Some(_), _) => (2, "UNKNOWN"),
         }
@@ -200,6 +200,8 @@ pub(crate) struct VersionRecord {
     pub(crate) last_used: AtomicU64,
     /// `[lifecycle] pinned`: the memory budget never unloads it.
     pub(crate) pinned: bool,
+    /// What is happening to it now, when that is worth showing (a download in progress).
+    pub(crate) note: Option<String>,
 }
 
 impl VersionRecord {
@@ -234,6 +236,7 @@ impl Default for VersionRecord {
             bytes: 0,
             last_used: AtomicU64::new(0),
             pinned: false,
+            note: None,
         }
     }
 }
@@ -386,10 +389,9 @@ impl ModelManager {
             Vec::new()
         } else {
             let known = self.model_names();
-            self.sources()
-                .unwrap_or_default()
+            self.sources
+                .names_seen()
                 .into_iter()
-                .map(|s| s.name)
                 .filter(|name| !known.contains(name))
                 .collect()
         };
@@ -421,7 +423,7 @@ impl ModelManager {
                 let (reason, error_kind) = match (&v.error, &record.error) {
                     (Some(failure), _) => (Some(failure.to_string()), Some(failure.error.reason())),
                     (None, Some(error)) => (Some(error.to_string()), Some(error.reason())),
-                    (None, None) => (None, None),
+                    (None, None) => (v.note.clone(), None),
                 };
                 rows.push(IndexEntry {
                     name: name.clone(),
