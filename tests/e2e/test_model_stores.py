@@ -271,7 +271,7 @@ def test_a_bounded_cache_keeps_what_serves(moto, tmp_path):
         moto.put(bucket, f"repo/half/{version}/model.onnx", half_plus_model(version))
     cache = tmp_path / "cache"
     # Room for two versions: serving `all` of them needs three, and all three stay.
-    config = "[version_policy]\nall = true\n"
+    config = "version_policy = \"all\"\n"
     moto.put(bucket, "repo/half/config.toml", config.encode())
     server = Server(f"s3://{bucket}/repo", "--repository-poll-secs", "0.2",
                     "--model-cache-max-bytes", str(2 * size + size // 2),
@@ -280,12 +280,13 @@ def test_a_bounded_cache_keeps_what_serves(moto, tmp_path):
         wait_until(lambda: len([r for r in index(server) if r.get("state") == "READY"]) == 3,
                    lambda: f"3 versions ready: {index(server)}")
         assert sorted(p.name for p in cache.glob("*/half/[0-9]*")) == ["1", "2", "3"]
-        # Only the latest served now: the two least recently used go, the served one stays.
-        moto.put(bucket, "repo/half/config.toml", b"[version_policy]\nlatest = 1\n")
+        # Only the latest served now: over the bound, an unused version goes (the least
+        # recently used; equally recent ones by name), the served one stays.
+        moto.put(bucket, "repo/half/config.toml", b"version_policy = { latest = 1 }\n")
         wait_until(lambda: sorted(p.name for p in cache.glob("*/half/[0-9]*")) == ["2", "3"],
                    lambda: f"cache trimmed: {sorted(p.name for p in cache.glob('*/half/*'))}")
         assert metric(server, "quiver_store_cache_evictions_total") == 1
-        assert v2_half_plus(server, "half") == ([4.5, 5.0, 6.5], "3")
+        assert v2_half_plus(server, "half") == ([3.5, 4.0, 5.5], "3")
     finally:
         server.stop()
 

@@ -37,7 +37,10 @@ impl Manifest {
 
     pub(crate) fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        fs::write(
+            &tmp,
+            serde_json::to_vec(self).map_err(std::io::Error::other)?,
+        )?;
         fs::rename(tmp, path)
     }
 
@@ -196,7 +199,10 @@ mod tests {
             fs::create_dir(&partial).unwrap();
             fs::write(partial.join("model.onnx"), content).unwrap();
             install(&partial, &dest).unwrap();
-            assert_eq!(fs::read_to_string(dest.join("model.onnx")).unwrap(), content);
+            assert_eq!(
+                fs::read_to_string(dest.join("model.onnx")).unwrap(),
+                content
+            );
         }
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "{left:?}");

@@ -100,7 +100,8 @@ async fn one(context: Arc<Context>, job: Job) -> Result<(), String> {
 /// upload's ETag has a `-N` suffix and is not the object's MD5).
 fn md5_of_etag(etag: &str) -> Option<String> {
     let tag = etag.trim_start_matches("W/").trim_matches('"');
-    (tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit())).then(|| tag.to_ascii_lowercase())
+    (tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| tag.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -141,14 +142,20 @@ mod tests {
         };
         let md5 = "\"5d41402abc4b2a76b9719d911017c592\"";
         all(context(), vec![job(5, md5)]).await.unwrap();
-        assert_eq!(std::fs::read(dir.path().join("model.onnx")).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read(dir.path().join("model.onnx")).unwrap(),
+            b"hello"
+        );
         let e = all(context(), vec![job(4, md5)]).await.unwrap_err();
         assert!(e.contains("more than the 4 bytes"), "{e}");
         let e = all(context(), vec![job(6, md5)]).await.unwrap_err();
         assert!(e.contains("5 bytes arrived, 6 listed"), "{e}");
-        let e = all(context(), vec![job(5, "\"00000000000000000000000000000000\"")])
-            .await
-            .unwrap_err();
+        let e = all(
+            context(),
+            vec![job(5, "\"00000000000000000000000000000000\"")],
+        )
+        .await
+        .unwrap_err();
         assert!(e.contains("checksum mismatch"), "{e}");
     }
 }

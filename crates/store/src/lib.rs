@@ -31,7 +31,7 @@ use url::Url;
 pub use listing::{ModelListing, RemoteFile, group};
 pub use location::{Location, Retries, SCHEMES, display};
 
-use cache::{Candidate, Manifest, MODEL_MANIFEST, VERSION_MANIFEST};
+use cache::{Candidate, MODEL_MANIFEST, Manifest, VERSION_MANIFEST};
 
 /// A model store could not be opened, listed or downloaded from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -201,8 +201,7 @@ impl Store {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') && !models.contains_key(&name) && entry.path().is_dir()
-                {
+                if !name.starts_with('.') && !models.contains_key(&name) && entry.path().is_dir() {
                     tracing::info!(store = %self.shown, model = %name, "model gone from the store: removed from the cache");
                     let _ = std::fs::remove_dir_all(entry.path());
                     self.forget(&entry.path());
@@ -233,7 +232,10 @@ impl Store {
                 let Some(parts) = meta.location.prefix_match(&prefix) else {
                     continue;
                 };
-                let path = parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/");
+                let path = parts
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 // What tells a changed object: its ETag, else its version, else its time.
                 let etag = meta
                     .e_tag
@@ -274,7 +276,11 @@ impl Store {
             })
             .cloned()
             .collect();
-        let partial = dir.join(format!("{}files-{}", cache::PARTIAL_PREFIX, fastrand::u64(..)));
+        let partial = dir.join(format!(
+            "{}files-{}",
+            cache::PARTIAL_PREFIX,
+            fastrand::u64(..)
+        ));
         let result = self.download_all(key, "", &changed, &partial);
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&partial);
@@ -288,7 +294,11 @@ impl Store {
             std::fs::rename(partial.join(&file.path), &dest).map_err(failed)?;
         }
         let _ = std::fs::remove_dir_all(&partial);
-        for gone in old.files.iter().filter(|f| !files.iter().any(|n| n.path == f.path)) {
+        for gone in old
+            .files
+            .iter()
+            .filter(|f| !files.iter().any(|n| n.path == f.path))
+        {
             let _ = std::fs::remove_file(dir.join(&gone.path));
         }
         Manifest {
@@ -513,7 +523,13 @@ fn cache_folder(shown: &str) -> String {
     use md5::{Digest, Md5};
     let readable: String = shown
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let digest = Md5::digest(shown.as_bytes());
     let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();

@@ -162,7 +162,12 @@ mod tests {
         let beside: Vec<String> = m.model_files().into_iter().map(|f| f.path).collect();
         assert_eq!(
             beside,
-            ["0/model.onnx", "labels.txt", "tokenizer/tokenizer.json", "v3/model.onnx"]
+            [
+                "0/model.onnx",
+                "labels.txt",
+                "tokenizer/tokenizer.json",
+                "v3/model.onnx"
+            ]
         );
     }
 }

@@ -92,7 +92,10 @@ impl Default for Retries {
 /// The store `url` names and the path of the repository in it. Credentials, region and
 /// endpoint come from the environment as each cloud's tools read them (`AWS_*`, `GOOGLE_*`,
 /// `AZURE_*`); a plain-HTTP endpoint is allowed, as the operator named it.
-pub(crate) fn open(url: &Url, retries: Retries) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
+pub(crate) fn open(
+    url: &Url,
+    retries: Retries,
+) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
     // reqwest's TLS has no provider of its own here: rustls's ring provider, as the server's
     // listeners use. Installing it twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -189,16 +192,21 @@ mod tests {
                 "{url}"
             );
         }
-        let e = Location::parse("ftp://host/models").unwrap_err().to_string();
-        assert!(e.contains("ftp://host/models") && e.contains("unknown scheme"), "{e}");
+        let e = Location::parse("ftp://host/models")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ftp://host/models") && e.contains("unknown scheme"),
+            "{e}"
+        );
         let e = Location::parse("s3:///models").unwrap_err().to_string();
         assert!(e.contains("no bucket"), "{e}");
     }
 
     #[test]
     fn secrets_never_shown() {
-        let url = Url::parse("https://user:pw@account.blob.core.windows.net/c/m?sig=SECRET#x")
-            .unwrap();
+        let url =
+            Url::parse("https://user:pw@account.blob.core.windows.net/c/m?sig=SECRET#x").unwrap();
         assert_eq!(display(&url), "https://account.blob.core.windows.net/c/m");
     }
 
@@ -209,7 +217,10 @@ mod tests {
             ("s3://bucket/models/prod", "models/prod"),
             ("gs://bucket/models", "models"),
             ("az://container/models", "models"),
-            ("https://account.blob.core.windows.net/container/models", "models"),
+            (
+                "https://account.blob.core.windows.net/container/models",
+                "models",
+            ),
             ("http://127.0.0.1:9/repo", "repo"),
         ] {
             let url = Url::parse(url).unwrap();

@@ -179,7 +179,10 @@ pub fn describe() {
         "Estimated memory of a loaded model version (what the memory budget counts; 0 once unloaded)."
     );
     describe_gauge!(CONNECTIONS_OPEN, "Connections open on the listener.");
-    describe_counter!(STORE_LISTINGS_TOTAL, "Listings of a model store, by outcome.");
+    describe_counter!(
+        STORE_LISTINGS_TOTAL,
+        "Listings of a model store, by outcome."
+    );
     describe_counter!(
         STORE_DOWNLOADS_TOTAL,
         "Model version downloads from a model store, by outcome."
