@@ -65,6 +65,11 @@ site_packages=$(target/venv-tfserving/bin/python -c 'import sysconfig; print(sys
 target/venv-tfserving/bin/python -m grpc_tools.protoc -I tests/e2e/protos --python_out="$site_packages" \
     tests/e2e/protos/xla/tsl/protobuf/error_codes.proto tests/e2e/protos/tensorflow/core/protobuf/error_codes.proto
 
+# Azurite, Azure Blob Storage's emulator (npm), for the model-store tests.
+if [ ! -x target/azurite/node_modules/.bin/azurite-blob ] && command -v npm >/dev/null; then
+    npm install --prefix target/azurite --no-audit --no-fund --silent azurite@3.37.0
+fi
+
 # The binary `cargo test` just built: no second (release) compile.
 export QUIVER_BIN="$PWD/target/debug/quiver"
 target/venv/bin/python -m pytest -q tests/e2e --ignore=tests/e2e/tfserving "$@"

@@ -1,6 +1,7 @@
 """Model repositories in object stores: a real S3-compatible server (moto, from PyPI, in server
 mode on a loopback port) holding the example and fixture repositories, uploaded with boto3,
-served by Quiver and asked by real clients; and the same from a WebDAV server (wsgidav).
+served by Quiver and asked by real clients; and the same from a WebDAV server (wsgidav, from
+PyPI) and from Azure Blob Storage's emulator (Azurite, from npm).
 """
 import os
 import pathlib
@@ -344,3 +345,65 @@ def test_a_webdav_server_is_a_store(tmp_path):
     finally:
         dav.terminate()
         dav.wait(timeout=30)
+
+
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")  # Azurite's published development account key
+
+
+def azurite_binary():
+    """Azurite's blob service (npm's `azurite`, which scripts/test.sh installs into
+    target/azurite); skips loudly when absent, unless QUIVER_REQUIRE_AZURITE=1 (as CI sets)."""
+    path = pathlib.Path(os.environ.get(
+        "QUIVER_AZURITE", ROOT / "target" / "azurite" / "node_modules" / ".bin" / "azurite-blob"))
+    if path.exists():
+        return path
+    message = f"Azurite not found at {path}: npm install --prefix target/azurite azurite"
+    if os.environ.get("QUIVER_REQUIRE_AZURITE") == "1":
+        pytest.fail(message + "; it is required (QUIVER_REQUIRE_AZURITE=1)")
+    print(f"\n!!! SKIPPED: {message} !!!\n", file=sys.stderr)
+    pytest.skip(message)
+
+
+def test_azure_blob_storage_through_azurite(tmp_path):
+    from azure.storage.blob import BlobServiceClient
+
+    binary = azurite_binary()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    azurite = subprocess.Popen(
+        [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+         "--location", str(tmp_path / "azurite"), "--silent", "--skipApiVersionCheck", "--loose"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        client = BlobServiceClient.from_connection_string(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint}/devstoreaccount1;")
+
+        def container():
+            try:
+                return client.create_container("models")
+            except Exception:  # noqa: BLE001 - not listening yet
+                return None
+
+        models = wait_until(container, "Azurite up")
+        models.upload_blob("repo/half/1/model.onnx", half_plus_model(2))
+        models.upload_blob("repo/half50/1/model.onnx", half_plus_model(50))
+        env = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": endpoint,
+               "QUIVER_MODEL_CACHE_DIR": str(tmp_path / "cache"), **POLL_LOG}
+        server = Server("az://models/repo", "--repository-poll-secs", "0.2", env=env)
+        try:
+            wait_until(lambda: ready(server, "half") and ready(server, "half50"),
+                       lambda: "models ready:\n" + "".join(server.log))
+            assert v2_half_plus(server, "half") == ([2.5, 3.0, 4.5], "1")
+            assert v2_half_plus(server, "half50") == ([50.5, 51.0, 52.5], "1")
+            models.upload_blob("repo/half/2/model.onnx", half_plus_model(4))
+            wait_until(lambda: v2_half_plus(server, "half")[1] == "2", "version 2 from Azure")
+            assert v2_half_plus(server, "half") == ([4.5, 5.0, 6.5], "2")
+        finally:
+            server.stop()
+    finally:
+        azurite.terminate()
+        azurite.wait(timeout=30)

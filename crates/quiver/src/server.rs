@@ -178,8 +178,9 @@ pub async fn start(
         max_connections = limits.connections.max(),
         "connections are capped (--max-connections)"
     );
-    // Reading the repository up front turns a wrong --model-repository into an error at once.
-    models.sources()?;
+    // Reading the repository up front turns a wrong --model-repository into an error at once;
+    // the start-up load uses this reading (an object store is listed once, not twice).
+    let listed = models.sources()?;
 
     let listener = TcpListener::bind((config.http.host, config.http.rest_port))
         .await
@@ -287,7 +288,7 @@ pub async fn start(
     let loader = Arc::clone(&models);
     let mode = lifecycle.model_control_mode;
     let wanted = lifecycle.load_model.clone();
-    tokio::task::spawn_blocking(move || load_at_start(&loader, mode, &wanted))
+    tokio::task::spawn_blocking(move || load_at_start(&loader, listed, mode, &wanted))
         .await
         .context("loading the start-up models panicked")??;
     models.set_ready(true);
@@ -340,11 +341,13 @@ pub async fn start(
 /// Loads the start-up models: all of them, or in `explicit` mode those `--load-model` names.
 fn load_at_start(
     models: &ModelManager,
+    listed: Vec<quiver_core::ModelSource>,
     mode: ControlMode,
     wanted: &[String],
 ) -> anyhow::Result<()> {
     if mode != ControlMode::Explicit || wanted.iter().any(|name| name == "*") {
-        return Ok(models.load_all()?);
+        models.load_listed(&listed);
+        return Ok(());
     }
     for name in wanted {
         // A start-up model that cannot be loaded stops the server: it was asked for by name.

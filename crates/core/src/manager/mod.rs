@@ -152,12 +152,17 @@ impl ModelManager {
     /// Loads every model of the sources per its version policy. A model that fails to load is
     /// recorded as failed and does not stop the others. Blocking.
     pub fn load_all(&self) -> Result<(), RepositoryError> {
-        for source in self.sources()? {
-            if let Err(e) = self.sync(&source, self.deferring(), None) {
+        self.load_listed(&self.sources()?);
+        Ok(())
+    }
+
+    /// [`ModelManager::load_all`] for models the caller has just read from the sources.
+    pub fn load_listed(&self, sources: &[ModelSource]) {
+        for source in sources {
+            if let Err(e) = self.sync(source, self.deferring(), None) {
                 tracing::error!(model = %source.name, "{}", e.message);
             }
         }
-        Ok(())
     }
 
     /// One poll of the sources: new versions are loaded, removed ones retired, models whose
