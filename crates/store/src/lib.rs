@@ -30,6 +30,8 @@ use url::Url;
 
 pub use listing::{ModelListing, RemoteFile, group};
 pub use location::{Location, Retries, SCHEMES, display};
+/// The object store interface, for [`Store::from_parts`].
+pub use object_store;
 
 use cache::{Candidate, MODEL_MANIFEST, Manifest, VERSION_MANIFEST};
 
@@ -138,8 +140,21 @@ impl Store {
     /// `options.cache_dir`. Makes no request: a wrong bucket or credentials show at the first
     /// listing, naming the store.
     pub fn open(url: &Url, options: StoreOptions) -> Result<Arc<Store>, StoreError> {
-        let shown = display(url);
         let (store, root) = location::open(url, options.retries)?;
+        let etag_is_md5 = matches!(url.scheme(), "s3" | "s3a");
+        Store::from_parts(&display(url), store, root, etag_is_md5, options)
+    }
+
+    /// A store over an `ObjectStore` already built (named `name` in logs and metrics), whose
+    /// repository is at `root`; `etag_is_md5` when its ETags are the objects' MD5 (S3).
+    pub fn from_parts(
+        name: &str,
+        store: Arc<dyn ObjectStore>,
+        root: Path,
+        etag_is_md5: bool,
+        options: StoreOptions,
+    ) -> Result<Arc<Store>, StoreError> {
+        let shown = name.to_owned();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("quiver-store")
@@ -156,7 +171,7 @@ impl Store {
         quiver_telemetry::store::register(&shown);
         tracing::info!(store = %shown, cache = %dir.display(), "model store opened");
         Ok(Arc::new(Store {
-            etag_is_md5: matches!(url.scheme(), "s3" | "s3a"),
+            etag_is_md5,
             limit: Arc::new(Semaphore::new(options.concurrency.max(1))),
             shown,
             store,
