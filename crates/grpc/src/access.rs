@@ -14,11 +14,16 @@ use tracing::Instrument as _;
 /// Wraps every call in a `request` span with its id (the client's `x-request-id` metadata or a
 /// new one, returned as response metadata) and, with `log`, writes one access line per call:
 /// method path, gRPC status, duration, client address.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AccessLayer {
     /// Whether to write the access line.
     pub log: bool,
+    /// `x-quiver-replica` on every response (`--replica-id`).
+    pub replica: Option<HeaderValue>,
 }
+
+/// The response metadata naming the replica that answered (`--replica-id`).
+pub const REPLICA_HEADER: &str = "x-quiver-replica";
 
 impl<S> tower::Layer<S> for AccessLayer {
     type Service = Access<S>;
@@ -27,6 +32,7 @@ impl<S> tower::Layer<S> for AccessLayer {
         Access {
             inner,
             log: self.log,
+            replica: self.replica.clone(),
         }
     }
 }
@@ -36,6 +42,7 @@ impl<S> tower::Layer<S> for AccessLayer {
 pub struct Access<S> {
     inner: S,
     log: bool,
+    replica: Option<HeaderValue>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Access<S>
@@ -67,13 +74,22 @@ where
         let span = quiver_telemetry::request_span!(id);
         let future = span.in_scope(|| self.inner.call(request));
         let log = self.log;
+        let replica = self.replica.clone();
         Box::pin(async move {
             // The id is also the call's task-local, for the payload log.
-            let mut response = request_id::scope(std::sync::Arc::clone(&id), future)
+            let context = request_id::RequestContext::new(std::sync::Arc::clone(&id));
+            let mut response = request_id::scope(std::sync::Arc::clone(&context), future)
                 .instrument(span.clone())
                 .await?;
+            let headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(&id) {
-                response.headers_mut().insert(request_id::HEADER, value);
+                headers.insert(request_id::HEADER, value);
+            }
+            if let Some(version) = context.served() {
+                headers.insert(request_id::VERSION_HEADER, HeaderValue::from(version));
+            }
+            if let Some(replica) = replica {
+                headers.insert(REPLICA_HEADER, replica);
             }
             if log {
                 // A failed unary call is "trailers-only": its status is in the headers. A call

@@ -77,6 +77,8 @@ pub struct GrpcOptions {
     /// Streams a client may reset before the server took them, before the connection is closed
     /// (the HTTP/2 "rapid reset" attack).
     pub max_pending_reset_streams: usize,
+    /// This replica's name, sent as `x-quiver-replica` with every response (`--replica-id`).
+    pub replica: Option<String>,
 }
 
 /// Serves every gRPC service on the connections `incoming` hands over (the listener's accept
@@ -134,6 +136,10 @@ where
             tower::ServiceBuilder::new()
                 .layer(access::AccessLayer {
                     log: options.access_log,
+                    replica: options
+                        .replica
+                        .as_deref()
+                        .and_then(|r| tonic::codegen::http::HeaderValue::from_str(r).ok()),
                 })
                 // Inside the access layer, so that refusals are logged like any answer.
                 .layer(auth::AuthLayer {

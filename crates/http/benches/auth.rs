@@ -68,6 +68,7 @@ fn auth(c: &mut Criterion) {
             access_log: false,
             auth,
             limiter: None,
+            replica: None,
         });
         let call = |request: Request<Body>| {
             let response = runtime.block_on(app.clone().oneshot(request)).unwrap();

@@ -12,6 +12,9 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 
+/// The response header naming the replica that answered (`--replica-id`).
+pub const REPLICA_HEADER: &str = "x-quiver-replica";
+
 /// Wraps a request in a `request` span carrying its id (the client's `x-request-id` or a new
 /// one, returned in the response), and logs one access line when it is answered: method, route
 /// template (never the raw path), status, duration, client address; the span adds the id, model
@@ -36,11 +39,19 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let span = quiver_telemetry::request_span!(id);
     // The id is also the request's task-local, for what logs the request beyond this span (the
     // payload log).
-    let mut response = request_id::scope(std::sync::Arc::clone(&id), next.run(request))
+    let context = request_id::RequestContext::new(std::sync::Arc::clone(&id));
+    let mut response = request_id::scope(std::sync::Arc::clone(&context), next.run(request))
         .instrument(span.clone())
         .await;
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(request_id::HEADER, value);
+        headers.insert(request_id::HEADER, value);
+    }
+    if let Some(version) = context.served() {
+        headers.insert(request_id::VERSION_HEADER, HeaderValue::from(version));
+    }
+    if let Some(replica) = &state.replica {
+        headers.insert(REPLICA_HEADER, replica.clone());
     }
     if state.access_log {
         let status = response.status().as_u16();

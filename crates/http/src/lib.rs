@@ -39,6 +39,8 @@ pub struct AppState {
     pub auth: Option<Arc<quiver_core::auth::Auth>>,
     /// Requests per second per client (`--rate-limit`); `None`: no limit.
     pub limiter: Option<Arc<quiver_core::rate_limit::RateLimiter>>,
+    /// This replica's name, sent as `x-quiver-replica` with every response (`--replica-id`).
+    pub replica: Option<axum::http::HeaderValue>,
 }
 
 /// The router with every HTTP route Quiver serves.

@@ -41,6 +41,7 @@ fn app() -> Router {
         access_log: false,
         auth: None,
         limiter: None,
+        replica: None,
     })
 }
 
@@ -411,6 +412,7 @@ async fn a_server_not_ready_says_why_in_json() {
         access_log: false,
         auth: None,
         limiter: None,
+        replica: None,
     });
     let request = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
     let live = app

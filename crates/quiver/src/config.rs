@@ -91,6 +91,37 @@ pub struct ServeConfig {
     /// Object stores and the model cache.
     #[command(flatten)]
     pub store: crate::store_config::StoreConfig,
+
+    /// This replica's name among several behind a load balancer: the `x-quiver-replica` header
+    /// (and gRPC metadata) of every response, the `replica` label of `quiver_build_info` and a
+    /// field of every request's log lines. Default: the host name (a pod's name on Kubernetes).
+    #[arg(long, env = "QUIVER_REPLICA_ID", value_name = "NAME", value_parser = replica_id)]
+    pub replica_id: Option<String>,
+}
+
+impl ServeConfig {
+    /// `--replica-id`, or the host name, or `quiver`.
+    pub fn replica(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|name| name.trim().to_owned())
+                .filter(|name| replica_id(name).is_ok())
+                .unwrap_or_else(|| "quiver".to_owned())
+        })
+    }
+}
+
+/// A replica name fit for a header and a label: 1 to 128 visible ASCII characters.
+fn replica_id(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "'{text}' is not a replica name (1 to 128 visible ASCII characters)"
+        ))
+    }
 }
 
 /// What protects the listeners from slow, hostile and excessive clients (docs/security.md,

@@ -160,11 +160,16 @@ pub async fn start(
         max_inflight: config.limits.max_inflight_requests,
         ..ManagerOptions::default()
     };
+    let replica = config.replica();
+    quiver_telemetry::set_replica(&replica);
     let metrics = if config.log.metrics {
-        Some(quiver_telemetry::exporter::install().map_err(anyhow::Error::msg)?)
+        let exporter = quiver_telemetry::exporter::install().map_err(anyhow::Error::msg)?;
+        quiver_telemetry::exporter::record_build_info(&replica);
+        Some(exporter)
     } else {
         None
     };
+    tracing::info!(%replica, "replica (--replica-id)");
     let sources = crate::store_config::sources(
         config.model_repository.as_deref(),
         config.model_config_file.as_deref(),
@@ -221,6 +226,7 @@ pub async fn start(
         max_body_bytes: config.http.max_body_bytes,
         metrics,
         access_log: config.log.access_log,
+        replica: axum::http::HeaderValue::from_str(&replica).ok(),
     };
     let grpc_listener = TcpListener::bind((config.http.host, config.grpc.grpc_port))
         .await
@@ -271,6 +277,7 @@ pub async fn start(
         keepalive_timeout: limits.http2.keepalive_timeout,
         max_header_list_bytes: limits.http2.max_header_list_bytes,
         max_pending_reset_streams: limits.http2.max_pending_reset_streams,
+        replica: Some(replica.clone()),
     };
     let grpc = tokio::spawn(quiver_grpc::serve_incoming(
         crate::listen::incoming(

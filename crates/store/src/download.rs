@@ -13,6 +13,9 @@ use tokio::sync::Semaphore;
 
 use crate::listing::RemoteFile;
 
+/// How often a file still downloading logs its progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What every download of one batch shares.
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn ObjectStore>,
@@ -63,6 +66,7 @@ async fn one(context: Arc<Context>, job: Job) -> Result<(), String> {
         .flatten();
     let mut md5 = expected_md5.is_some().then(Md5::new);
     let mut written: u64 = 0;
+    let mut reported = std::time::Instant::now();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| format!("{name}: {e}"))?;
         written += chunk.len() as u64;
@@ -77,6 +81,12 @@ async fn one(context: Arc<Context>, job: Job) -> Result<(), String> {
         }
         out.write_all(&chunk).await.map_err(io)?;
         quiver_telemetry::store::record_bytes(&context.shown, chunk.len() as u64);
+        // A large file says how far it has come, every few seconds.
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = std::time::Instant::now();
+            tracing::info!(store = %context.shown, file = %job.key, bytes = written,
+                of = job.file.size, "downloading");
+        }
     }
     out.flush().await.map_err(io)?;
     if written != job.file.size {

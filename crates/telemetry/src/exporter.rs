@@ -74,8 +74,15 @@ fn build() -> Result<Exporter, String> {
     names::describe();
     let process = metrics_process::Collector::default();
     process.describe();
-    metrics::gauge!(names::BUILD_INFO, names::VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(Exporter { handle, process })
+}
+
+/// Sets `quiver_build_info` (always 1): Quiver's version and this replica's name
+/// (`--replica-id`), so a dashboard maps each scraped instance to its replica.
+pub fn record_build_info(replica: &str) {
+    metrics::gauge!(names::BUILD_INFO, names::VERSION => env!("CARGO_PKG_VERSION"),
+        names::REPLICA => replica.to_owned())
+    .set(1.0);
 }
 
 impl Exporter {

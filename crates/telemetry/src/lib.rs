@@ -26,6 +26,7 @@ macro_rules! request_span {
         ::tracing::info_span!(
             "request",
             id = %$id,
+            replica = $crate::replica(),
             model = ::tracing::field::Empty,
             version = ::tracing::field::Empty,
             token = ::tracing::field::Empty,
@@ -39,6 +40,18 @@ macro_rules! request_span {
 }
 
 pub use exporter::Exporter;
+
+static REPLICA: std::sync::OnceLock<Box<str>> = std::sync::OnceLock::new();
+
+/// Names this replica (`--replica-id`) for every request's span; set once, at start-up.
+pub fn set_replica(name: &str) {
+    let _ = REPLICA.set(name.into());
+}
+
+/// This replica's name, as [`set_replica`] gave it (empty before).
+pub fn replica() -> &'static str {
+    REPLICA.get().map_or("", |name| name)
+}
 pub use labels::{Protocol, Stage};
 pub use request::RequestRecord;
 pub use version::{CacheMetrics, InflightGuard, VersionMetrics};

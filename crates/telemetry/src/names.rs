@@ -96,6 +96,8 @@ pub const OK: &str = "ok";
 pub const LISTENER: &str = "listener";
 /// Label: what a connection was doing when its timeout passed (`header`, `idle`, `body`).
 pub const PHASE: &str = "phase";
+/// Label: this replica's name (`--replica-id`).
+pub const REPLICA: &str = "replica";
 /// Label: a model store, as its URL shows it (no credentials, query or fragment).
 pub const STORE: &str = "store";
 /// Label: whether the response cache held the answer (`hit`, `miss`).

@@ -45,6 +45,7 @@ impl RequestRecord {
                 Some(&metrics.version() as &dyn tracing::Value),
             ),
         ]);
+        crate::request_id::note_served(metrics.version_number());
         self.served_by = Some(Arc::clone(metrics));
     }
 

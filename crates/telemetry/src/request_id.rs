@@ -3,19 +3,61 @@
 /// The header carrying the id, both ways.
 pub const HEADER: &str = "x-request-id";
 
-tokio::task_local! {
-    /// The id of the request the current task serves (set by the front ends' access layers).
-    static CURRENT: std::sync::Arc<str>;
+/// The response header (and gRPC response metadata) naming the model version that answered.
+pub const VERSION_HEADER: &str = "x-quiver-model-version";
+
+/// What a front end's access layer and the request it wraps share: the request's id, and the
+/// version that served it, once one did (for [`VERSION_HEADER`]).
+#[derive(Debug)]
+pub struct RequestContext {
+    id: std::sync::Arc<str>,
+    /// The serving version; 0 until one serves (versions are positive).
+    served: std::sync::atomic::AtomicU64,
 }
 
-/// Runs `work` as the request `id`: [`current`] answers `id` inside it.
-pub async fn scope<F: std::future::Future>(id: std::sync::Arc<str>, work: F) -> F::Output {
-    CURRENT.scope(id, work).await
+impl RequestContext {
+    /// The context of the request `id`, served by no version yet.
+    pub fn new(id: std::sync::Arc<str>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            id,
+            served: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The version that served the request, if one did.
+    pub fn served(&self) -> Option<u64> {
+        Some(self.served.load(std::sync::atomic::Ordering::Relaxed)).filter(|&v| v > 0)
+    }
+}
+
+tokio::task_local! {
+    /// The request the current task serves (set by the front ends' access layers).
+    static CURRENT: std::sync::Arc<RequestContext>;
+}
+
+/// Runs `work` as the request `context`: [`current`] answers its id inside it, and
+/// [`note_served`] records the version that answered in it.
+pub async fn scope<F: std::future::Future>(
+    context: std::sync::Arc<RequestContext>,
+    work: F,
+) -> F::Output {
+    CURRENT.scope(context, work).await
 }
 
 /// The id of the request being served, when a front end set one.
 pub fn current() -> Option<std::sync::Arc<str>> {
-    CURRENT.try_with(std::sync::Arc::clone).ok()
+    CURRENT
+        .try_with(|context| std::sync::Arc::clone(&context.id))
+        .ok()
+}
+
+/// Records that `version` serves the current request (nothing outside a front end's scope).
+pub fn note_served(version: u64) {
+    let _ = CURRENT.try_with(|context| {
+        context
+            .served
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+    });
 }
 
 /// Longest client-given id kept; longer ones are replaced (they end up in every log line).

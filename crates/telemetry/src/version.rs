@@ -62,6 +62,7 @@ impl OkHandles {
 pub struct VersionMetrics {
     model: String,
     version: String,
+    number: u64,
     ok: [OkHandles; 5],
     stages: [OnceLock<Histogram>; 5],
     batch_size: OnceLock<Histogram>,
@@ -74,12 +75,14 @@ impl VersionMetrics {
     /// Registers the counters and gauges of `model` version `version`; its histograms register
     /// when first observed.
     pub fn new(model: &str, version: u64) -> Self {
+        let number = version;
         let version = version.to_string();
         let labels = [
             (names::MODEL, model.to_owned()),
             (names::VERSION, version.clone()),
         ];
         Self {
+            number,
             ok: Protocol::ALL.map(|protocol| OkHandles::new(model, &version, protocol)),
             stages: Default::default(),
             batch_size: OnceLock::new(),
@@ -113,6 +116,11 @@ impl VersionMetrics {
     /// Version number, as its label shows it.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Version number.
+    pub fn version_number(&self) -> u64 {
+        self.number
     }
 
     /// Sets the queue depth.

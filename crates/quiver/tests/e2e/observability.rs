@@ -15,7 +15,10 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
     repo.add("dense", 1, &fixture_model("dense")).unwrap();
     add_slow_model(&repo, "max_queue_size = 2\n");
     repo.write("broken/1/model.onnx", b"not a model").unwrap();
-    let server = serve(repo.path(), &["--intra-op-threads", "1"]);
+    let server = serve(
+        repo.path(),
+        &["--intra-op-threads", "1", "--replica-id", "r1"],
+    );
     let url = server.url();
     let client = reqwest::blocking::Client::new();
     let v2 = |model: &str, body: &Value, headers: &[(&str, &str)]| {
@@ -145,7 +148,7 @@ fn the_exposition_counts_a_known_sequence_of_requests() {
     assert_eq!(
         m.get(
             "quiver_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
+            &[("replica", "r1"), ("version", env!("CARGO_PKG_VERSION"))]
         ),
         1.0
     );
