@@ -22,16 +22,19 @@ GRPC_READY = "gRPC API listening on "
 
 
 class Server:
-    def __init__(self, repository, *args, onnxruntime=False, env=None, script=None):
+    def __init__(self, repository, *args, onnxruntime=False, env=None, script=None, rest_port=0,
+                 grpc_port=0):
         """`repository` None leaves --model-repository out (for --model-config-file); `env`
         adds to the environment the server inherits; `script` starts the server through a
         script of the project's that takes `quiver serve`'s flags and QUIVER_BIN (such as
-        scripts/serve-example.sh) instead of the binary itself."""
+        scripts/serve-example.sh) instead of the binary itself; `rest_port` and `grpc_port` (0:
+        any free port) to start again on a stopped server's ports."""
         binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
         if not os.path.exists(binary):
             pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
         launcher = [str(script)] if script else [binary, "serve"]
-        command = [*launcher, "--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0",
+        command = [*launcher, "--host", "127.0.0.1", "--rest-port", str(rest_port),
+                   "--grpc-port", str(grpc_port),
                    *([] if repository is None else ["--model-repository", str(repository)]), *args]
         env = dict(os.environ, NO_COLOR="1", QUIVER_BIN=binary, **(env or {}))
         if not onnxruntime:
