@@ -1,12 +1,15 @@
-"""What a replica behind a load balancer tells its clients: which replica answered
-(`x-quiver-replica`, `--replica-id`) and which model version did (`x-quiver-model-version`),
-over HTTP (TF Serving REST and KServe V2) and gRPC."""
+"""What a replica behind a load balancer tells its clients and its autoscaler: which replica
+answered (`x-quiver-replica`, `--replica-id`) and which model version did
+(`x-quiver-model-version`), over HTTP (TF Serving REST and KServe V2) and gRPC; and the load
+signal to scale on."""
+import threading
+import time
+
 import grpc
-import numpy as np
 import requests
 from tritonclient.grpc import service_pb2
 
-from conftest import FIXTURE_MODELS, Server, half_plus_model
+from conftest import FIXTURE_MODELS, ROOT, Server, half_plus_model, wait_until
 
 X = [[1.0, 2.0, 5.0]]
 
@@ -71,4 +74,53 @@ def test_the_replica_defaults_to_the_host_name():
         answer = requests.get(f"{server.url}/v2/health/live", timeout=10)
         assert answer.headers["x-quiver-replica"] == host
     finally:
+        server.stop()
+
+
+def inflight(server):
+    for line in requests.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("quiver_server_inflight_requests "):
+            return float(line.split()[1])
+    return None
+
+
+def test_the_autoscaling_signal_follows_the_load(tmp_path):
+    """quiver_server_inflight_requests, what a HorizontalPodAutoscaler scales on, rises with the
+    offered load in steps and falls back to 0 when it stops."""
+    slow = ROOT / "crates" / "test-support" / "fixtures" / "conformance" / "slow.onnx"
+    (tmp_path / "slow" / "1").mkdir(parents=True)
+    (tmp_path / "slow" / "1" / "model.onnx").write_bytes(slow.read_bytes())
+    (tmp_path / "slow" / "config.toml").write_text('engine = "tract"\n')
+    server = Server(tmp_path, "--intra-op-threads", "1")
+    body = {"instances": [[0.1] * 256]}
+    stop = threading.Event()
+
+    def client():
+        session = requests.Session()
+        while not stop.is_set():
+            session.post(f"{server.url}/v1/models/slow:predict", json=body, timeout=30)
+
+    try:
+        assert inflight(server) == 0
+        means, threads = [], []
+        for clients in (1, 3, 6):
+            while len(threads) < clients:
+                threads.append(threading.Thread(target=client, daemon=True))
+                threads[-1].start()
+            time.sleep(0.5)  # the step settles
+            samples = []
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                samples.append(inflight(server))
+                time.sleep(0.02)
+            means.append(sum(samples) / len(samples))
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        print(f"\nmean in flight at 1, 3, 6 clients: {means}")
+        assert means[0] < means[1] < means[2], means
+        assert means[2] > 3, means
+        wait_until(lambda: inflight(server) == 0, "the signal back at 0")
+    finally:
+        stop.set()
         server.stop()
