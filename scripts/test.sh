@@ -46,12 +46,13 @@ if ! dpkg -s prometheus >/dev/null 2>&1; then
         $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q --no-install-recommends prometheus >/dev/null
     }
 fi
-# The load-balancer tests (test_load_balancer.py) run Debian's nginx in front of three replicas.
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+# The load-balancer tests run Debian's nginx in front of three replicas
+# (test_load_balancer.py), and check the HAProxy config with haproxy -c (test_deploy.py).
+if ! { [ -x /usr/sbin/nginx ] && [ -x /usr/sbin/haproxy ]; }; then
     sudo_cmd=""
     if [ "$(id -u)" != 0 ]; then sudo_cmd=sudo; fi
-    $sudo_cmd apt-get install -y -q --no-install-recommends nginx-light >/dev/null || {
-        $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q --no-install-recommends nginx-light >/dev/null
+    $sudo_cmd apt-get install -y -q --no-install-recommends nginx-light haproxy >/dev/null || {
+        $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q --no-install-recommends nginx-light haproxy >/dev/null
     }
 fi
 # Makes (once) and fills a virtualenv under target/: venv DIR REQUIREMENTS [NO-DEPS REQUIREMENTS]
