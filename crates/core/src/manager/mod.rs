@@ -67,6 +67,9 @@ pub struct ModelManager {
     clock: AtomicU64,
     /// The server-wide bound on requests in flight.
     inflight: crate::inflight::InflightLimit,
+    /// Versions just loaded on demand, held for the request that woke them
+    /// (`on_demand::wake` takes them out).
+    woken: Mutex<BTreeMap<(String, u64), Arc<crate::LoadedVersion>>>,
 }
 
 /// One version to load, and from what.
@@ -78,6 +81,9 @@ struct Load<'a> {
     fingerprint: u64,
     /// Leave it idle if it fits the memory budget only by unloading others.
     defer: bool,
+    /// A request is waiting for this version (woken on demand): hand it the version as it
+    /// goes in, before another load can take it out again.
+    woken: bool,
 }
 
 /// The size of a version's model file (0 when it cannot be read: loading will say why).
@@ -112,6 +118,7 @@ impl ModelManager {
             admission: Mutex::default(),
             clock: AtomicU64::new(0),
             inflight: crate::inflight::InflightLimit::new(options.max_inflight),
+            woken: Mutex::default(),
             options,
         }
     }
@@ -417,6 +424,7 @@ impl ModelManager {
                         config: &loaded_config,
                         fingerprint,
                         defer: mode.defer,
+                        woken: mode.wake == Some(version),
                     };
                     if let Err(reason) = self.load_version(name, &load) {
                         failures.push(format!("version {version}: {reason}"));
@@ -577,8 +585,15 @@ impl ModelManager {
                     why = %why, seconds = started.elapsed().as_secs_f64(), "model version available");
                 let mut old = None;
                 let now = self.tick();
+                let loaded = Arc::new(loaded);
+                if load.woken {
+                    self.woken
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((name.to_owned(), number), Arc::clone(&loaded));
+                }
                 self.update(name, number, |r| {
-                    old = r.loaded.replace(Arc::new(loaded));
+                    old = r.loaded.replace(loaded);
                     r.state = VersionState::Available;
                     r.dropped = None;
                     r.error = None;

@@ -54,7 +54,10 @@ impl ModelManager {
             Ok(Err(e)) => Err(Error::internal(format!(
                 "loading version {version} of model '{name}' on demand failed: {e}"
             ))),
-            Ok(Ok(woken)) => match self.lookup(name, &VersionSelector::Specific(version)) {
+            // The version as it went in: it serves this request even if another load has
+            // taken it out again since (it is dropped once the request lets go).
+            Ok(Ok((_, Some(loaded)))) => Ok(loaded),
+            Ok(Ok((woken, None))) => match self.lookup(name, &VersionSelector::Specific(version)) {
                 Ok(Found::Loaded(loaded)) => Ok(loaded),
                 // Still idle: no room (pinned versions hold it) or unloaded again at once.
                 Ok(Found::Idle(_)) => Err(Error::new(
@@ -74,27 +77,34 @@ impl ModelManager {
     }
 
     /// Loads an idle version again (blocking); requests that wait for the same version share
-    /// one load.
-    fn wake(&self, name: &str, version: u64) -> Result<(), Error> {
-        let sources = self
-            .sources()
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))?;
-        let source = sources.iter().find(|s| s.name == name).ok_or_else(|| {
-            Error::not_found(format!(
-                "model '{name}' is no longer in the model repository"
-            ))
-        })?;
+    /// one load. The version comes back with the result when this call loaded it (a request
+    /// that shared another's load looks it up instead).
+    fn wake(&self, name: &str, version: u64) -> (Result<(), Error>, Option<Arc<LoadedVersion>>) {
+        let sources = match self.sources() {
+            Ok(sources) => sources,
+            Err(e) => return (Err(Error::new(ErrorKind::Unavailable, e.to_string())), None),
+        };
+        let Some(source) = sources.iter().find(|s| s.name == name) else {
+            let gone = format!("model '{name}' is no longer in the model repository");
+            return (Err(Error::not_found(gone)), None);
+        };
         let mode = SyncMode {
             wake: Some(version),
             ..SyncMode::default()
         };
         let was_idle = self.state_of(name, version) == Some(VersionState::Idle);
         let result = self.sync(source, mode, None);
-        if was_idle && self.state_of(name, version) == Some(VersionState::Available) {
+        let loaded = self
+            .woken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(name.to_owned(), version));
+        let available = self.state_of(name, version) == Some(VersionState::Available);
+        if was_idle && (loaded.is_some() || available) {
             tracing::info!(model = %name, version, "loaded on demand");
             quiver_telemetry::lifecycle::record_load_on_demand(name);
         }
-        result
+        (result, loaded)
     }
 
     fn state_of(&self, name: &str, version: u64) -> Option<VersionState> {
