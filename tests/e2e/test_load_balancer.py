@@ -1,7 +1,9 @@
 """Three replicas behind a real nginx (Debian's package, started here on loopback ports with the
 shipped deploy/nginx/nginx.conf, its addresses rewritten to this run's) under steady load from
 real clients over V2 HTTP and gRPC: one replica SIGKILLed, one rolled (SIGTERM, restart on its
-ports), a new model version rolled across all of them — and no client request fails."""
+ports), a new model version rolled across all of them — and no client request fails. Then the
+same behind HAProxy (deploy/haproxy/haproxy.cfg), whose readiness probe takes a stopping
+replica out before its listeners close."""
 import json
 import os
 import re
@@ -213,3 +215,88 @@ def test_three_replicas_lose_one_roll_one_and_roll_a_version_with_no_failed_requ
           f"replicas {sorted(load.replicas)}")
     assert not load.failures, f"{len(load.failures)} failed requests, e.g. {load.failures[:5]}"
     assert load.versions == {"1", "2"}
+
+
+class Haproxy:
+    """HAProxy on the shipped deploy/haproxy/haproxy.cfg, its addresses rewritten to
+    `replicas` ((rest port, grpc port) each)."""
+
+    def __init__(self, prefix, replicas):
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not os.path.exists(binary):
+            message = "haproxy not found (apt-get install haproxy; scripts/test.sh does)"
+            if os.environ.get("QUIVER_REQUIRE_NGINX") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        text = (ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+        for i, (rest, grpc) in enumerate(replicas):
+            text = text.replace(f"server r{i} 127.0.0.1:85{i}1\n", f"server r{i} 127.0.0.1:{rest}\n")
+            text = text.replace(f"server r{i} 127.0.0.1:85{i}0 port 85{i}1\n",
+                                f"server r{i} 127.0.0.1:{grpc} port {rest}\n")
+        self.rest_port, self.grpc_port = free_port(), free_port()
+        text = text.replace("bind :8080", f"bind 127.0.0.1:{self.rest_port}")
+        text = text.replace("bind :8081", f"bind 127.0.0.1:{self.grpc_port}")
+        prefix.mkdir(parents=True)
+        conf = prefix / "haproxy.cfg"
+        conf.write_text(text)
+        self.process = subprocess.Popen([binary, "-db", "-f", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.rest_port}"
+        wait_until(self.up, "haproxy up")
+
+    def up(self):
+        try:
+            return requests.get(f"{self.url}/v2/health/live", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def test_readiness_takes_a_stopping_replica_out_before_it_stops_serving(tmp_path):
+    """Under HAProxy, which probes /v2/health/ready every second: a replica told to stop
+    reports not-ready at once and keeps serving for --shutdown-delay-secs; the balancer stops
+    sending it requests within that delay, before its listeners close, and no request fails."""
+    repository = tmp_path / "models"
+    (repository / "half" / "1").mkdir(parents=True)
+    (repository / "half" / "1" / "model.onnx").write_bytes(half_plus_model(2))
+    args = ["--shutdown-delay-secs", "3"]
+    replicas = [Server(repository, *args, "--replica-id", f"r{i}") for i in range(3)]
+    ports = [(int(s.url.rsplit(":", 1)[1]), int(s.grpc.rsplit(":", 1)[1])) for s in replicas]
+    balancer = Haproxy(tmp_path / "haproxy", ports)
+    load = None
+    seen = {}  # replica -> when it last answered
+    try:
+        load = Load(balancer, http_clients=3, grpc_clients=1)
+        original = load.record
+
+        def record(started, version=None, replica=None, data=None, error=None):
+            if replica:
+                seen[replica] = time.monotonic()
+            original(started, version, replica, data, error)
+
+        load.record = record
+        wait_until(lambda: {"r0", "r1", "r2"} <= set(seen), lambda: f"all replicas: {seen}")
+        told = time.monotonic()
+        replicas[1].process.send_signal(signal.SIGTERM)
+        # Its listeners close 3 s after it is told; HAProxy must have taken it out before.
+        wait_until(lambda: time.monotonic() - told > 4, "past the shutdown delay", timeout=10)
+        last = seen["r1"] - told
+        before = load.count()
+        wait_until(lambda: load.count() > before + 100, "load after r1 left")
+        replicas[1].process.wait(timeout=30)
+    finally:
+        if load is not None:
+            load.stop()
+        balancer.stop()
+        for replica in replicas:
+            replica.stop()
+    print(f"\nr1 answered its last request {last:.2f} s after SIGTERM (listeners close at 3 s); "
+          f"{load.count()} requests, {len(load.failures)} failed")
+    assert last < 2.5, f"HAProxy still sent r1 requests {last:.2f} s after it went not-ready"
+    assert not load.failures, f"{len(load.failures)} failed requests, e.g. {load.failures[:5]}"
