@@ -172,9 +172,9 @@ def test_three_replicas_lose_one_roll_one_and_roll_a_version_with_no_failed_requ
     args = ["--repository-poll-secs", "0.2", "--shutdown-delay-secs", "0.5"]
     replicas = [Server(repository, *args, "--replica-id", f"r{i}") for i in range(3)]
     ports = [(int(s.url.rsplit(":", 1)[1]), int(s.grpc.rsplit(":", 1)[1])) for s in replicas]
-    nginx = Nginx(tmp_path / "nginx", ports)
-    load = None
+    nginx = load = None
     try:
+        nginx = Nginx(tmp_path / "nginx", ports)
         load = Load(nginx)
         wait_until(lambda: load.count() > 200, "steady load")
         wait_until(lambda: load.replicas >= {"r0", "r1", "r2"}, lambda: f"all replicas: {load.replicas}")
@@ -205,7 +205,8 @@ def test_three_replicas_lose_one_roll_one_and_roll_a_version_with_no_failed_requ
     finally:
         if load is not None:
             load.stop()
-        nginx.stop()
+        if nginx is not None:
+            nginx.stop()
         for replica in replicas:
             replica.stop()
     latencies = sorted(load.latencies)
@@ -268,10 +269,10 @@ def test_readiness_takes_a_stopping_replica_out_before_it_stops_serving(tmp_path
     args = ["--shutdown-delay-secs", "3"]
     replicas = [Server(repository, *args, "--replica-id", f"r{i}") for i in range(3)]
     ports = [(int(s.url.rsplit(":", 1)[1]), int(s.grpc.rsplit(":", 1)[1])) for s in replicas]
-    balancer = Haproxy(tmp_path / "haproxy", ports)
-    load = None
+    balancer = load = None
     seen = {}  # replica -> when it last answered
     try:
+        balancer = Haproxy(tmp_path / "haproxy", ports)
         load = Load(balancer, http_clients=3, grpc_clients=1)
         original = load.record
 
@@ -293,7 +294,8 @@ def test_readiness_takes_a_stopping_replica_out_before_it_stops_serving(tmp_path
     finally:
         if load is not None:
             load.stop()
-        balancer.stop()
+        if balancer is not None:
+            balancer.stop()
         for replica in replicas:
             replica.stop()
     print(f"\nr1 answered its last request {last:.2f} s after SIGTERM (listeners close at 3 s); "
