@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "inference/grpc_service.proto",
         "tensorflow_serving/apis/prediction_service.proto",
         "tensorflow_serving/apis/model_service.proto",
+        "quiver/admin.proto",
     ];
     let descriptors = protox::compile(files, ["../../proto"])?;
     tonic_prost_build::configure()

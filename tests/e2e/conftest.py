@@ -10,6 +10,7 @@ import pathlib
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -29,6 +30,7 @@ class Server:
         script of the project's that takes `quiver serve`'s flags and QUIVER_BIN (such as
         scripts/serve-example.sh) instead of the binary itself; `rest_port` and `grpc_port` (0:
         any free port) to start again on a stopped server's ports."""
+        env_arg = env
         binary = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
         if not os.path.exists(binary):
             pytest.fail(f"no quiver binary at {binary}: build it (cargo build) or set QUIVER_BIN")
@@ -37,6 +39,13 @@ class Server:
                    "--grpc-port", str(grpc_port),
                    *([] if repository is None else ["--model-repository", str(repository)]), *args]
         env = dict(os.environ, NO_COLOR="1", QUIVER_BIN=binary, **(env or {}))
+        # Its own data directory (the default metadata store lives there) unless the test gave
+        # one: servers of different tests never share policies or labels.
+        self._data_dir = None
+        if "QUIVER_DATA_DIR" not in (env_arg or {}) and not any(
+                a in ("--data-dir", "--metadata-store") for a in args):
+            self._data_dir = tempfile.TemporaryDirectory(prefix="quiver-data-")
+            env["QUIVER_DATA_DIR"] = self._data_dir.name
         if not onnxruntime:
             env.pop("QUIVER_ONNXRUNTIME_LIB", None)
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -71,6 +80,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._data_dir is not None:
+            self._data_dir.cleanup()
+            self._data_dir = None
 
 
 def wait_until(predicate, what, timeout=15.0, every=0.05):

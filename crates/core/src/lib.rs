@@ -4,6 +4,7 @@
 //! [`ModelManager`] for a [`LoadedVersion`] and call [`LoadedVersion::infer`]. The core never
 //! learns which protocol or which engine is in play.
 
+pub mod admin;
 pub mod auth;
 mod cache;
 pub mod deadline;
@@ -17,6 +18,7 @@ pub mod memory;
 mod payload_log;
 pub mod rate_limit;
 pub mod serve;
+pub mod traffic;
 mod version;
 pub mod warmup;
 
@@ -26,8 +28,9 @@ pub use error::{Error, ErrorKind};
 pub use examples::{Classification, Example, Feature};
 pub use load_error::LoadError;
 pub use manager::{
-    BatchingDefaults, Budget, DEFAULT_MAX_INFLIGHT, IndexEntry, ManagerOptions, ModelManager,
-    ModelSource, RemoteModel, Sources, Stores, VersionSelector, VersionState, VersionStatus,
+    BatchingDefaults, Budget, DEFAULT_MAX_INFLIGHT, HistoryHook, IndexEntry, ManagerOptions,
+    ModelManager, ModelSource, RemoteModel, Sources, Stores, VersionSelector, VersionState,
+    VersionStatus,
 };
 pub use quiver_batcher::{BatchPolicy, QueueStats};
 pub use quiver_engine_api::NamedTensor;

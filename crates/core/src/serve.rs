@@ -15,7 +15,43 @@ use quiver_engine_api::NamedTensor;
 use quiver_telemetry::{RequestRecord, Stage};
 
 use crate::payload_log::Pair;
+use crate::traffic::StickyKeys;
 use crate::{Error, Inference, LoadedVersion, ModelManager, VersionSelector};
+
+/// Where a request's sticky key may be found, for a model whose traffic policy has one.
+#[derive(Clone, Copy, Default)]
+pub struct Keys<'a>(Option<&'a dyn StickyKeys>);
+
+impl<'a> Keys<'a> {
+    /// Keys found in `source`.
+    pub fn from(source: &'a dyn StickyKeys) -> Self {
+        Self(Some(source))
+    }
+
+    /// The value of `key`, if the request carries it.
+    pub fn value(&self, key: &str) -> Option<String> {
+        self.0.and_then(|source| source.value(key))
+    }
+}
+
+impl std::fmt::Debug for Keys<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Keys(..)"
+        } else {
+            "Keys(none)"
+        })
+    }
+}
+
+/// Keys say nothing of which version a target names.
+impl PartialEq for Keys<'_> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Keys<'_> {}
 
 /// The model version a request names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +63,8 @@ pub struct Target<'a> {
     /// The request's deadline when the front end knows it before decoding: it bounds the wait
     /// for a version that loads on demand.
     pub deadline: Option<Instant>,
+    /// Where its sticky key may be found (a traffic policy with a sticky key asks).
+    pub keys: Keys<'a>,
 }
 
 impl<'a> Target<'a> {
@@ -36,6 +74,16 @@ impl<'a> Target<'a> {
             model,
             version,
             deadline: None,
+            keys: Keys::default(),
+        }
+    }
+
+    /// The same target, for a request whose sticky key may be found in `keys`.
+    #[must_use]
+    pub fn with_keys(self, keys: &'a dyn StickyKeys) -> Self {
+        Self {
+            keys: Keys::from(keys),
+            ..self
         }
     }
 
@@ -135,9 +183,7 @@ async fn run<P, T>(
 ) -> Result<Encoded<T>, Error> {
     let target = target?;
     let _admitted = models.admit_request()?;
-    let loaded = models
-        .acquire(target.model, &target.version, target.deadline)
-        .await?;
+    let (loaded, shadow) = models.acquire_routed(&target).await?;
     record.served_by(loaded.metrics());
     let Decoded {
         inputs,
@@ -149,7 +195,12 @@ async fn run<P, T>(
     let logged = loaded
         .payload_log_draw()
         .map(|log| (log, inputs.clone(), SystemTime::now(), Instant::now()));
+    // The shadow runs the same inputs once the primary has answered.
+    let shadow = shadow.map(|run| (run, inputs.clone()));
     let inference = loaded.infer_timed(inputs, deadline).await?;
+    if let Some((run, inputs)) = shadow {
+        run.spawn(inputs, inference.outputs.clone());
+    }
     if let Some((log, inputs, received, started)) = logged {
         log.offer(Pair {
             request_id: quiver_telemetry::request_id::current(),

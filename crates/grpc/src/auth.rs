@@ -26,6 +26,7 @@ pub fn scope_of(path: &str) -> Option<Scope> {
         ("inference.GRPCInferenceService", "ServerLive" | "ServerReady") => None,
         ("inference.GRPCInferenceService", m) if m.starts_with("Repository") => Some(Scope::Admin),
         ("tensorflow.serving.ModelService", "HandleReloadConfigRequest") => Some(Scope::Admin),
+        ("quiver.admin.AdminService", _) => Some(Scope::Admin),
         _ => Some(Scope::Infer),
     }
 }

@@ -67,11 +67,16 @@ impl InferenceService {
         &self,
         request: ModelInferRequest,
         deadline: Option<Instant>,
+        metadata: &tonic::metadata::MetadataMap,
     ) -> Result<(ModelInferResponse, Option<CacheResult>), Status> {
+        let keys = crate::sticky::V2Keys {
+            metadata,
+            parameters: &request.parameters,
+        };
         serve::infer(
             &self.models,
             Target::parse(&request.model_name, Some(&request.model_version))
-                .map(|t| t.until(deadline)),
+                .map(|t| t.until(deadline).with_keys(&keys)),
             RequestRecord::start(Protocol::KserveGrpc, request.encoded_len()),
             |_| {
                 check_outputs_unique(request.outputs.iter().map(|o| o.name.as_str()))?;
@@ -481,7 +486,8 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = crate::deadline::from_metadata(request.metadata());
-        let (answer, cache) = self.infer(request.into_inner(), deadline).await?;
+        let (metadata, _, request) = request.into_parts();
+        let (answer, cache) = self.infer(request, deadline, &metadata).await?;
         let mut response = Response::new(answer);
         if let Some(result) = cache {
             // As HTTP's `x-quiver-cache` header: whether the response cache answered.
@@ -502,12 +508,13 @@ impl GrpcInferenceService for InferenceService {
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let deadline = crate::deadline::from_metadata(request.metadata());
+        let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let service = self.clone();
         let outbound = async_stream_from(move |tx| async move {
             while let Some(next) = inbound.next().await {
                 let answer = match next {
-                    Ok(request) => match service.infer(request, deadline).await {
+                    Ok(request) => match service.infer(request, deadline, &metadata).await {
                         Ok((response, _)) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),

@@ -3,11 +3,13 @@
 //! only convert between protobuf and the core's types.
 
 pub mod access;
+pub mod admin;
 pub mod auth;
 pub mod deadline;
 pub mod examples;
 pub mod kserve;
 pub mod status;
+pub mod sticky;
 pub mod tfserving;
 
 use std::future::Future;
@@ -42,6 +44,18 @@ pub mod tensorflow {
     pub mod serving {
         tonic::include_proto!("tensorflow.serving");
     }
+}
+
+/// Generated messages and service of Quiver's admin API (package `quiver.admin`).
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm
+)]
+pub mod quiver_admin {
+    tonic::include_proto!("quiver.admin");
 }
 
 /// Narrows protobuf's wide integer fields to the element type, refusing what does not fit.
@@ -79,6 +93,8 @@ pub struct GrpcOptions {
     pub max_pending_reset_streams: usize,
     /// This replica's name, sent as `x-quiver-replica` with every response (`--replica-id`).
     pub replica: Option<String>,
+    /// The admin API's work (`quiver.admin.AdminService`); `None`: no metadata store.
+    pub admin: Option<Arc<quiver_core::admin::Admin>>,
 }
 
 /// Serves every gRPC service on the connections `incoming` hands over (the listener's accept
@@ -114,6 +130,9 @@ where
     let model_service = tensorflow::serving::model_service_server::ModelServiceServer::new(tf)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let admin = quiver_admin::admin_service_server::AdminServiceServer::new(
+        admin::AdminService::new(options.admin.clone(), options.auth.clone()),
+    );
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<inference::grpc_inference_service_server::GrpcInferenceServiceServer<
@@ -152,6 +171,7 @@ where
         .add_service(inference)
         .add_service(prediction)
         .add_service(model_service)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

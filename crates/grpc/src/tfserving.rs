@@ -239,11 +239,13 @@ impl TfServing {
         &self,
         request: PredictRequest,
         deadline: Option<Instant>,
+        metadata: &tonic::metadata::MetadataMap,
     ) -> Result<PredictResponse, Status> {
         let output_filter = &request.output_filter;
+        let keys = crate::sticky::MetadataKeys(metadata);
         serve::infer(
             &self.models,
-            target_of(request.model_spec.as_ref()).map(|t| t.until(deadline)),
+            target_of(request.model_spec.as_ref()).map(|t| t.until(deadline).with_keys(&keys)),
             RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len()),
             |loaded| {
                 check_signature(request.model_spec.as_ref(), loaded.name())?;
@@ -304,12 +306,13 @@ impl TfServing {
         answer: impl FnOnce(ModelSpec, &LoadedVersion, &Inference) -> Result<T, Error>,
     ) -> Result<Response<T>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
+        let keys = crate::sticky::MetadataKeys(&metadata);
         let record = RequestRecord::start(Protocol::TfservingGrpc, request.encoded_len());
         let (spec, input) = request.into_parts();
         serve::infer(
             &self.models,
-            target_of(spec.as_ref()).map(|t| t.until(deadline)),
+            target_of(spec.as_ref()).map(|t| t.until(deadline).with_keys(&keys)),
             record,
             |loaded| {
                 check_signature(spec.as_ref(), loaded.name())?;
@@ -382,7 +385,8 @@ impl PredictionService for TfServing {
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
-        self.serve_predict(request.into_inner(), deadline)
+        let (metadata, _, request) = request.into_parts();
+        self.serve_predict(request, deadline, &metadata)
             .await
             .map(Response::new)
     }

@@ -69,6 +69,7 @@ fn auth(c: &mut Criterion) {
             auth,
             limiter: None,
             replica: None,
+            admin: None,
         });
         let call = |request: Request<Body>| {
             let response = runtime.block_on(app.clone().oneshot(request)).unwrap();

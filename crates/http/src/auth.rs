@@ -33,7 +33,7 @@ pub fn scope_of(path: &str) -> Option<Scope> {
 /// the scope) or 429 (over the client's rate, with `Retry-After`) in the protocol's error
 /// shape, or lets the request through, its token's name recorded on the request's span (the
 /// access log shows it; the secret is never logged).
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(scope) = scope_of(request.uri().path()) else {
         return next.run(request).await;
     };
@@ -46,6 +46,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         match auth.check(presented, scope) {
             Ok(name) => {
                 tracing::Span::current().record("token", &*name);
+                // The admin API's audit log names who made a change.
+                request
+                    .extensions_mut()
+                    .insert(crate::admin::Actor(Arc::clone(&name)));
                 client = Some(name);
             }
             Err(error) => {

@@ -2,6 +2,7 @@
 //! Handlers only convert between the wire format and the core's types; every decision about models lives in `quiver-core`.
 
 pub mod access;
+pub mod admin;
 pub mod auth;
 pub mod body_deadline;
 pub mod deadline;
@@ -12,6 +13,7 @@ pub mod kserve;
 pub mod metrics;
 pub mod openai;
 pub mod respond;
+pub mod sticky;
 pub mod tfserving;
 
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub limiter: Option<Arc<quiver_core::rate_limit::RateLimiter>>,
     /// This replica's name, sent as `x-quiver-replica` with every response (`--replica-id`).
     pub replica: Option<axum::http::HeaderValue>,
+    /// The admin API's work (traffic policies, labels, audit); `None`: no metadata store.
+    pub admin: Option<Arc<quiver_core::admin::Admin>>,
 }
 
 /// The router with every HTTP route Quiver serves.
@@ -50,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .merge(tfserving::routes())
         .merge(kserve::routes())
         .merge(openai::routes())
+        .merge(admin::routes())
         .route("/metrics", get(metrics::exposition))
         .fallback(not_found)
         // After every route: it applies to the routes registered so far.

@@ -79,8 +79,9 @@ async fn embeddings(
         Ok(r) => (Ok(r.model), r.texts, r.base64, r.dimensions),
         Err(e) => (Err(e), Vec::new(), false, None),
     };
+    let keys = crate::sticky::HeaderKeys(&headers);
     let target = match &model {
-        Ok(model) => Ok(Target::latest(model)),
+        Ok(model) => Ok(Target::latest(model).with_keys(&keys)),
         Err(e) => Err(e.clone()),
     };
     let result = serve::infer(

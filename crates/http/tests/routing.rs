@@ -42,6 +42,7 @@ fn app() -> Router {
         auth: None,
         limiter: None,
         replica: None,
+        admin: None,
     })
 }
 
@@ -413,6 +414,7 @@ async fn a_server_not_ready_says_why_in_json() {
         auth: None,
         limiter: None,
         replica: None,
+        admin: None,
     });
     let request = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
     let live = app

@@ -92,6 +92,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub store: crate::store_config::StoreConfig,
 
+    /// The metadata store.
+    #[command(flatten)]
+    pub metadata: crate::metadata_config::MetadataConfig,
+
     /// This replica's name among several behind a load balancer: the `x-quiver-replica` header
     /// (and gRPC metadata) of every response, the `replica` label of `quiver_build_info` and a
     /// field of every request's log lines. Default: the host name (a pod's name on Kubernetes).

@@ -12,6 +12,7 @@ pub mod engines;
 pub mod inspect;
 pub mod listen;
 pub mod logging;
+pub mod metadata_config;
 pub mod server;
 pub mod store_config;
 pub mod tls;

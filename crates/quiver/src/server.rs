@@ -176,6 +176,19 @@ pub async fn start(
         &config.store,
     )?;
     let models = Arc::new(ModelManager::new(engines, options, sources));
+    // Before anything loads: the load history starts with the start-up loads, and the policies
+    // and labels kept from the last run are in force when the first request comes.
+    let admin = {
+        let metadata = config.metadata.clone();
+        let data_dir = config.store.data_dir();
+        let models = Arc::clone(&models);
+        let replica = replica.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::metadata_config::start(&metadata, &data_dir, models, &replica)
+        })
+        .await
+        .context("opening the metadata store panicked")??
+    };
     let limits = config
         .limits
         .limits(config.grpc.grpc_max_concurrent_streams);
@@ -227,6 +240,7 @@ pub async fn start(
         metrics,
         access_log: config.log.access_log,
         replica: axum::http::HeaderValue::from_str(&replica).ok(),
+        admin: admin.clone(),
     };
     let grpc_listener = TcpListener::bind((config.http.host, config.grpc.grpc_port))
         .await
@@ -278,6 +292,7 @@ pub async fn start(
         max_header_list_bytes: limits.http2.max_header_list_bytes,
         max_pending_reset_streams: limits.http2.max_pending_reset_streams,
         replica: Some(replica.clone()),
+        admin,
     };
     let grpc = tokio::spawn(quiver_grpc::serve_incoming(
         crate::listen::incoming(

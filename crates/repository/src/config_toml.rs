@@ -79,6 +79,9 @@ pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
             "labels: '{label}' is not a label (letters, digits, '_', '-', '.')"
         ));
     }
+    if let Some(traffic) = &config.traffic {
+        traffic.check().map_err(|e| format!("traffic: {e}"))?;
+    }
     if let Some(log) = &config.payload_log {
         if !(0.0..=1.0).contains(&log.sample) {
             return Err(format!(
@@ -193,6 +196,23 @@ mod tests {
         assert!(e.contains("batching.instances"), "{e}");
         let c = parse_config("[batching]\nmax_batch_size = 64\nmax_queue_delay_us = 500").unwrap();
         assert_eq!(c.batching.max_batch_size, Some(64));
+    }
+
+    #[test]
+    fn traffic_tables() {
+        let c = parse_config(
+            "[traffic]\nsticky_key = \"x-user-id\"\n[[traffic.split]]\nversion = 1\nweight = 90\n\
+             [[traffic.split]]\nlabel = \"canary\"\nweight = 10\n[traffic.shadow]\nversion = 3\n",
+        )
+        .unwrap();
+        let traffic = c.traffic.unwrap();
+        assert_eq!(traffic.split.len(), 2);
+        assert_eq!(traffic.shadow.unwrap().percent, 100);
+        let e = parse_config("[[traffic.split]]\nversion = 1\nweight = 90\n").unwrap_err();
+        assert!(
+            e.contains("traffic: the split's weights add up to 90"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -35,3 +35,4 @@ pub use types::read::{
     ConfigError, ConfigSource, DeclaredSignature, DeclaredTensor, LoadedConfig, ServedModel,
     TritonConfig,
 };
+pub use types::traffic::{Shadow, TrafficPolicy, Variant, VariantTarget};

@@ -27,3 +27,6 @@ pub const BYTES: &[f64] = &[
 
 /// Requests per engine call.
 pub const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Differences between a shadow's outputs and the primary's: 1e-7 to 1, in decades.
+pub const DIFFERENCE: &[f64] = &[1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0];

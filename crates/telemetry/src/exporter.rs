@@ -67,6 +67,11 @@ fn build() -> Result<Exporter, String> {
         .map_err(error)?
         .set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), buckets::BATCH)
         .map_err(error)?
+        .set_buckets_for_metric(
+            Matcher::Full(names::SHADOW_DIFFERENCE.into()),
+            buckets::DIFFERENCE,
+        )
+        .map_err(error)?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)

@@ -16,6 +16,7 @@ pub mod payload_log;
 pub mod request;
 pub mod request_id;
 pub mod store;
+pub mod traffic;
 pub mod version;
 
 /// Creates the span every request runs in: its id, and fields the request path fills in (model,

@@ -74,6 +74,21 @@ pub const STORE_CACHE_BYTES: &str = "quiver_store_cache_bytes";
 /// Counter: versions removed from the local cache to keep it within its bound (`store`).
 pub const STORE_CACHE_EVICTIONS_TOTAL: &str = "quiver_store_cache_evictions_total";
 
+/// Counter: requests a model's traffic policy routed, by the version chosen and why (`model`,
+/// `version`, `reason`: split, sticky, fallback).
+pub const TRAFFIC_ASSIGNMENTS_TOTAL: &str = "quiver_traffic_assignments_total";
+/// Counter: shadow runs (`model`, `version` of the shadow, `outcome`: compared, error, skipped).
+pub const SHADOW_REQUESTS_TOTAL: &str = "quiver_shadow_requests_total";
+/// Counter: shadow answers that disagreed with the primary's (`model`, `version`).
+pub const SHADOW_DISAGREEMENTS_TOTAL: &str = "quiver_shadow_disagreements_total";
+/// Histogram: the largest absolute difference between a shadow's float outputs and the
+/// primary's (`model`, `version`).
+pub const SHADOW_DIFFERENCE: &str = "quiver_shadow_difference";
+/// Gauge: 1 while the metadata store answers, 0 while it cannot be reached.
+pub const METADATA_STORE_UP: &str = "quiver_metadata_store_up";
+/// Counter: failed metadata store operations (`operation`: sync, write, history).
+pub const METADATA_STORE_ERRORS_TOTAL: &str = "quiver_metadata_store_errors_total";
+
 /// Label: model name (empty when a request named no loaded model; names are bounded by the
 /// repository, never taken from a request that failed to resolve).
 pub const MODEL: &str = "model";
@@ -100,6 +115,8 @@ pub const PHASE: &str = "phase";
 pub const REPLICA: &str = "replica";
 /// Label: a model store, as its URL shows it (no credentials, query or fragment).
 pub const STORE: &str = "store";
+/// Label: what a metadata store operation was.
+pub const OPERATION: &str = "operation";
 /// Label: whether the response cache held the answer (`hit`, `miss`).
 pub const RESULT: &str = "result";
 
@@ -211,6 +228,30 @@ pub fn describe() {
     describe_counter!(
         STORE_CACHE_EVICTIONS_TOTAL,
         "Model versions removed from the local cache to keep it within --model-cache-max-bytes."
+    );
+    describe_counter!(
+        TRAFFIC_ASSIGNMENTS_TOTAL,
+        "Requests a model's traffic policy routed, by the version chosen and why: split (drawn by weight), sticky (by the sticky key), fallback (the variant drawn was unavailable)."
+    );
+    describe_counter!(
+        SHADOW_REQUESTS_TOTAL,
+        "Shadow runs of routed requests, by the shadow version and outcome: compared, error (never seen by the client) or skipped (too many shadow runs in flight)."
+    );
+    describe_counter!(
+        SHADOW_DISAGREEMENTS_TOTAL,
+        "Shadow answers that disagreed with the primary's (exact for integers and strings, within the tolerance for floats, top-1 for classifiers)."
+    );
+    describe_histogram!(
+        SHADOW_DIFFERENCE,
+        "The largest absolute difference between a shadow's float outputs and the primary's, per compared request."
+    );
+    describe_gauge!(
+        METADATA_STORE_UP,
+        "1 while the metadata store answers; 0 while it cannot be reached (the last known policies keep serving)."
+    );
+    describe_counter!(
+        METADATA_STORE_ERRORS_TOTAL,
+        "Failed metadata store operations: sync (reading others' changes), write (an admin change), history (a load event)."
     );
     describe_counter!(
         CONNECTIONS_REFUSED_TOTAL,

@@ -177,6 +177,9 @@ pub struct ServerProcess {
     /// Where its gRPC services listen.
     pub grpc_addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// Its own data directory (the default metadata store lives there), unless the test gave
+    /// one: servers of different tests never share state.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 const REST_LINE: &str = "REST API listening on http://";
@@ -191,7 +194,20 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with extra environment variables for the server.
     pub fn start_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
+        let given = env.iter().any(|(k, _)| *k == "QUIVER_DATA_DIR")
+            || args
+                .iter()
+                .any(|a| *a == "--data-dir" || *a == "--metadata-store");
+        let data_dir = if given {
+            None
+        } else {
+            Some(tempfile::tempdir()?)
+        };
+        let mut command = Command::new(bin);
+        if let Some(dir) = &data_dir {
+            command.env("QUIVER_DATA_DIR", dir.path());
+        }
+        let mut child = command
             .args([
                 "serve",
                 "--host",
@@ -253,6 +269,7 @@ impl ServerProcess {
             rest_addr,
             grpc_addr,
             log,
+            _data_dir: data_dir,
         })
     }
 

@@ -10,9 +10,11 @@ use quiver_repository::{ModelConfig, VersionDir};
 pub(crate) fn fingerprint(config: &ModelConfig, model_dir: &Path, version: &VersionDir) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    // Labels are routing, not part of what is loaded: moving one must not reload anything.
+    // Labels and traffic are routing, not part of what is loaded: moving one must not reload
+    // anything.
     let loaded_from = ModelConfig {
         labels: BTreeMap::new(),
+        traffic: None,
         ..config.clone()
     };
     format!("{loaded_from:?}").hash(&mut hasher);

@@ -13,6 +13,7 @@ mod on_demand;
 mod options;
 mod plan;
 mod retire;
+mod routing;
 mod sources;
 mod table;
 
@@ -70,7 +71,23 @@ pub struct ModelManager {
     /// Versions just loaded on demand, held for the request that woke them
     /// (`on_demand::wake` takes them out).
     woken: Mutex<BTreeMap<(String, u64), Arc<crate::LoadedVersion>>>,
+    /// Every model's traffic policy.
+    policies: crate::traffic::Policies,
+    /// Labels set through the admin API, by model (they win over the config files' labels).
+    api_labels: RwLock<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Told of every version loaded, failed, retired or unloaded (the load history).
+    history: RwLock<Option<HistoryHook>>,
 }
+
+impl std::fmt::Debug for ModelManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelManager").finish_non_exhaustive()
+    }
+}
+
+/// What the load history is told: model, version, event (`loaded`, `failed`, `retired`,
+/// `unloaded`) and the reason, when there is one.
+pub type HistoryHook = Arc<dyn Fn(&str, u64, &'static str, Option<&str>) + Send + Sync>;
 
 /// One version to load, and from what.
 struct Load<'a> {
@@ -119,7 +136,26 @@ impl ModelManager {
             clock: AtomicU64::new(0),
             inflight: crate::inflight::InflightLimit::new(options.max_inflight),
             woken: Mutex::default(),
+            policies: crate::traffic::Policies::default(),
+            api_labels: RwLock::default(),
+            history: RwLock::default(),
             options,
+        }
+    }
+
+    /// Has the load history told of every version event from now on.
+    pub fn set_history(&self, hook: HistoryHook) {
+        *self.history.write().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+
+    fn tell_history(&self, name: &str, version: u64, event: &'static str, reason: Option<&str>) {
+        let hook = self
+            .history
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            hook(name, version, event, reason);
         }
     }
 
@@ -248,7 +284,10 @@ impl ModelManager {
         };
         let mut retiring = Vec::new();
         for version in versions {
-            retiring.extend(self.retire(name, version));
+            if let Some(dropped) = self.retire(name, version) {
+                self.tell_history(name, version, "unloaded", Some("unloaded"));
+                retiring.push(dropped);
+            }
             self.update(name, version, |r| {
                 if matches!(r.state, VersionState::Failed | VersionState::Idle) {
                     r.state = VersionState::End;
@@ -437,12 +476,15 @@ impl ModelManager {
                     let replaced = || self.serving(name).iter().any(|v| wanted.contains(v));
                     if !once_replaced || replaced() {
                         tracing::info!(model = %name, version, "retiring version");
-                        self.retire(name, version);
+                        if self.retire(name, version).is_some() {
+                            self.tell_history(name, version, "retired", Some("version policy"));
+                        }
                     }
                 }
             }
         }
         self.update_labels(name, &config.labels);
+        self.policies.set_config(name, config.traffic.clone());
         let forgotten: Vec<u64> = {
             let mut models = self.write();
             let Some(record) = models.get_mut(name) else {
@@ -583,6 +625,7 @@ impl ModelManager {
                 });
                 tracing::info!(model = %name, version = number, engine = loaded.engine(),
                     why = %why, seconds = started.elapsed().as_secs_f64(), "model version available");
+                self.tell_history(name, number, "loaded", Some(&why.to_string()));
                 let mut old = None;
                 let now = self.tick();
                 let loaded = Arc::new(loaded);
@@ -615,6 +658,7 @@ impl ModelManager {
             Err(error) => {
                 tracing::error!(model = %name, version = number, reason = error.reason(),
                     error = %error, "model version failed to load");
+                self.tell_history(name, number, "failed", Some(&error.to_string()));
                 self.update(name, number, |r| {
                     r.fingerprint = load.fingerprint;
                     r.fail(error.clone());
@@ -672,11 +716,16 @@ impl ModelManager {
         dropped
     }
 
-    fn update_labels(&self, name: &str, configured: &BTreeMap<String, u64>) {
+    fn update_labels(&self, name: &str, config_labels: &BTreeMap<String, u64>) {
+        let mut configured = config_labels.clone();
+        // The API's labels win over the config file's.
+        configured.extend(self.api_labels(name));
+        let configured = &configured;
         let mut models = self.write();
         let Some(record) = models.get_mut(name) else {
             return;
         };
+        record.config_labels = config_labels.clone();
         let available = record.serving();
         record
             .labels

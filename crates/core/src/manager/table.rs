@@ -246,6 +246,8 @@ pub(crate) struct ModelRecord {
     pub(crate) versions: BTreeMap<u64, VersionRecord>,
     /// Labels in force (each names an available version unless the options allow otherwise).
     pub(crate) labels: BTreeMap<String, u64>,
+    /// The labels its config declares (the API's labels win over them).
+    pub(crate) config_labels: BTreeMap<String, u64>,
     /// A problem with the model as a whole (its config cannot be read, say).
     pub(crate) error: Option<LoadError>,
 }

@@ -48,7 +48,10 @@ async fn run(
     let record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
     // The body's format is checked first: a JSON request sent here is a wrong route, whatever
     // the model.
-    let target = check_content_type(headers, name).and_then(|()| Target::parse(name, version));
+    let keys = crate::sticky::HeaderKeys(headers);
+    let target = check_content_type(headers, name)
+        .and_then(|()| Target::parse(name, version))
+        .map(|t| t.with_keys(&keys));
     let result = serve::infer(
         &state.models,
         target,

@@ -265,9 +265,15 @@ async fn run_infer(
     let record = RequestRecord::start(Protocol::KserveRest, body_len(&body));
     // A malformed timeout header is reported by `decode`; here it only bounds a load on demand.
     let header_deadline = crate::deadline::from_headers(headers).ok().flatten();
+    // A second handle on the body (no copy), for a sticky key among the V2 parameters.
+    let peek = body.as_ref().ok().cloned();
+    let keys = crate::sticky::V2Keys {
+        headers,
+        body: peek.as_deref(),
+    };
     let result = serve::infer(
         &state.models,
-        target.map(|t| t.until(header_deadline)),
+        target.map(|t| t.until(header_deadline).with_keys(&keys)),
         record,
         |_| decode(headers, body),
         encode,

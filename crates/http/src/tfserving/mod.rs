@@ -132,7 +132,8 @@ async fn dispatch(
         Target::Regress => Some(Task::Regression),
     };
     let record = RequestRecord::start(Protocol::TfservingRest, body_len(&body));
-    let target = Ok(serve::Target::new(&model, version));
+    let keys = crate::sticky::HeaderKeys(&headers);
+    let target = Ok(serve::Target::new(&model, version).with_keys(&keys));
     let result = match task {
         None => {
             serve::infer(

@@ -179,6 +179,9 @@ pub struct ModelConfig {
     pub cache: CacheConfig,
     /// Payload logging: off unless the table is present.
     pub payload_log: Option<PayloadLogConfig>,
+    /// `[traffic]`: a split of the requests that name no version, and a shadow (the admin
+    /// API's policy wins over it until deleted).
+    pub traffic: Option<super::traffic::TrafficPolicy>,
 }
 
 impl ModelConfig {

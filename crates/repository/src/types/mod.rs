@@ -7,3 +7,4 @@ pub(crate) mod config;
 pub(crate) mod layout;
 pub mod processing;
 pub(crate) mod read;
+pub mod traffic;
