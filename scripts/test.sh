@@ -23,6 +23,18 @@ echo "$QUIVER_ONNXRUNTIME_LIB"
 QUIVER_OLD_ONNXRUNTIME_LIB=$(ONNXRUNTIME_VERSION=1.22.0 scripts/fetch-onnxruntime.sh target/onnxruntime-1.22 | tail -n 1)
 export QUIVER_OLD_ONNXRUNTIME_LIB
 
+step "PostgreSQL (for the metadata store's tests)"
+# crates/metadata/tests/postgres.rs and tests/e2e/postgres.py start a real PostgreSQL (initdb and
+# pg_ctl from Debian's postgresql package) on a free port, so this comes before `cargo test`. A
+# cluster the package itself may start (on 5432) is in nobody's way.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ]; then sudo_cmd=sudo; fi
+    $sudo_cmd apt-get install -y -q --no-install-recommends postgresql >/dev/null || {
+        $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q --no-install-recommends postgresql >/dev/null
+    }
+fi
+
 step "cargo test"
 # --include-ignored: also the slow tests scripts/quick.sh leaves out.
 cargo test --workspace --locked --no-fail-fast -- --include-ignored

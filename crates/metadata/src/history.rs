@@ -110,8 +110,7 @@ mod tests {
     #[test]
     fn writes_in_the_background() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            crate::open(&crate::default_url(dir.path())).expect("open the default store");
+        let store = crate::open(&crate::default_url(dir.path())).expect("open the default store");
         let writer = HistoryWriter::spawn(Arc::clone(&store));
         for version in 1..=20 {
             writer.send(event(version));
@@ -123,7 +122,11 @@ mod tests {
                 assert_eq!(history.first().map(|e| e.version), Some(20), "newest first");
                 break;
             }
-            assert!(Instant::now() < deadline, "only {} of 20 written", history.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of 20 written",
+                history.len()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(writer.dropped(), 0);

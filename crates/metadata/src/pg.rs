@@ -142,12 +142,12 @@ impl PgStore {
     /// Connects to `url`, migrates the schema and starts listening for changes.
     pub(crate) fn open(url: &str) -> Result<Self, MetadataError> {
         let location = address::redact(url);
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| {
-            MetadataError::InvalidUrl {
-                url: location.clone(),
-                message: chain(&e),
-            }
-        })?;
+        let mut config: Config =
+            url.parse()
+                .map_err(|e: postgres::Error| MetadataError::InvalidUrl {
+                    url: location.clone(),
+                    message: chain(&e),
+                })?;
         configure(&mut config);
         static HANDLES: AtomicU64 = AtomicU64::new(0);
         let token = format!(
@@ -165,9 +165,13 @@ impl PgStore {
         };
         store
             .run("cannot migrate the schema", |client| Ok(migrate(client)?))
-            .map_err(|e| match e {
-                MetadataError::Query { store, message } => MetadataError::Open { store, message },
-                other => other,
+            .map_err(|e| {
+                // Failing to set up the schema fails the open.
+                if let MetadataError::Query { store, message } = e {
+                    MetadataError::Open { store, message }
+                } else {
+                    e
+                }
             })?;
         let listener = store.listen()?;
         store.lock_listener().client = Some(listener);
@@ -326,21 +330,20 @@ fn configure(config: &mut Config) {
     config.options(&options);
 }
 
-/// Whether the connection is unusable (as opposed to a statement the server refused).
+/// Whether the connection is unusable (as opposed to a statement the server refused, or a
+/// value that did not convert).
 fn is_broken(error: &postgres::Error, client: &Client) -> bool {
     if client.is_closed() || error.is_closed() {
         return true;
     }
-    match error.code() {
+    if let Some(code) = error.code() {
         // The server is ending this session (shutdown, restart, crash recovery).
-        Some(code) => {
-            *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-        }
-        // No answer from the server: the socket failed, or the connection did.
-        None => true,
+        return *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW;
     }
+    // The socket failed (reset, timed out).
+    std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
 }
 
 /// Brings the schema up to date, under an advisory lock so replicas starting at once take turns
@@ -370,7 +373,11 @@ fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
     if current > known {
         // A newer build migrated the database; its migrations only add, so this build still works.
-        tracing::warn!(schema = current, known, "the metadata schema is newer than this build");
+        tracing::warn!(
+            schema = current,
+            known,
+            "the metadata schema is newer than this build"
+        );
     }
     tx.commit()
 }
@@ -699,5 +706,41 @@ impl Drop for PgStore {
             // No thread to close them on: leak the connections rather than panic.
             std::mem::forget(parcel.lock().unwrap_or_else(PoisonError::into_inner).take());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_defaults_fill_what_the_url_leaves_out() {
+        let mut config: Config = "postgres://quiver:pw@db/quiver".parse().expect("parse");
+        configure(&mut config);
+        assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_application_name(), Some("quiver"));
+        assert_eq!(config.get_options(), Some("-c statement_timeout=10000"));
+
+        let mut config: Config =
+            "postgres://db/quiver?connect_timeout=2&application_name=a&options=-c%20search_path%3Dq"
+                .parse()
+                .expect("parse");
+        configure(&mut config);
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(config.get_application_name(), Some("a"));
+        assert_eq!(
+            config.get_options(),
+            Some("-c statement_timeout=10000 -c search_path=q"),
+            "theirs last, so theirs win"
+        );
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_invalid_without_its_password() {
+        let err = PgStore::open("postgres://quiver:pw@db:notaport/quiver").expect_err("bad port");
+        assert!(matches!(err, MetadataError::InvalidUrl { .. }), "{err:?}");
+        assert!(!err.to_string().contains("pw"), "{err}");
     }
 }

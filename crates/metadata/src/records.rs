@@ -102,7 +102,10 @@ pub(crate) fn parse_json(store: &str, what: &str, text: &str) -> Result<Value, M
 pub(crate) fn version_to_db(store: &str, version: u64) -> Result<i64, MetadataError> {
     i64::try_from(version).map_err(|_| MetadataError::Invalid {
         store: store.to_owned(),
-        message: format!("version {version} is above the largest storable ({})", i64::MAX),
+        message: format!(
+            "version {version} is above the largest storable ({})",
+            i64::MAX
+        ),
     })
 }
 

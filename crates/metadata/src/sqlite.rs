@@ -81,7 +81,10 @@ impl SqliteStore {
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
-                fail(format!("cannot create the directory {}: {e}", parent.display()))
+                fail(format!(
+                    "cannot create the directory {}: {e}",
+                    parent.display()
+                ))
             })?;
         }
         let mut conn = Connection::open(path)
@@ -152,7 +155,11 @@ impl SqliteStore {
         })
     }
 
-    fn json_column(&self, what: &str, text: Option<String>) -> Result<Option<Value>, MetadataError> {
+    fn json_column(
+        &self,
+        what: &str,
+        text: Option<String>,
+    ) -> Result<Option<Value>, MetadataError> {
         text.map(|t| records::parse_json(&self.location, what, &t))
             .transpose()
     }
@@ -182,7 +189,11 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
     if current > known {
         // A newer build migrated this file; its migrations only add, so this build still works.
-        tracing::warn!(schema = current, known, "the metadata schema is newer than this build");
+        tracing::warn!(
+            schema = current,
+            known,
+            "the metadata schema is newer than this build"
+        );
     }
     tx.commit()
 }
@@ -213,7 +224,9 @@ impl MetadataStore for SqliteStore {
                 .prepare("SELECT model, policy FROM traffic_policies")
                 .map_err(self.fail("cannot read policies"))?;
             let rows = stmt
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
                 .map_err(self.fail("cannot read policies"))?;
             for row in rows {
                 let (model, text) = row.map_err(self.fail("cannot read policies"))?;
@@ -297,7 +310,8 @@ impl MetadataStore for SqliteStore {
             }
         };
         let entry = self.append_audit(&tx, model, action, actor, before, policy.cloned())?;
-        tx.commit().map_err(self.fail("cannot commit the policy change"))?;
+        tx.commit()
+            .map_err(self.fail("cannot commit the policy change"))?;
         Ok(Some(entry))
     }
 
@@ -349,7 +363,8 @@ impl MetadataStore for SqliteStore {
         let before = before.map(|v| records::label_value(label, v));
         let after = version.map(|v| records::label_value(label, v));
         let entry = self.append_audit(&tx, model, action, actor, before, after)?;
-        tx.commit().map_err(self.fail("cannot commit the label change"))?;
+        tx.commit()
+            .map_err(self.fail("cannot commit the label change"))?;
         Ok(Some(entry))
     }
 

@@ -57,8 +57,14 @@ fn a_second_process_change_shows_in_the_revision() {
         .expect("set")
         .expect("an entry");
     let started = Instant::now();
-    assert!(!b.wait_for_change(Duration::from_millis(200)), "SQLite announces nothing");
-    assert!(started.elapsed() >= Duration::from_millis(200), "it waits out the timeout");
+    assert!(
+        !b.wait_for_change(Duration::from_millis(200)),
+        "SQLite announces nothing"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "it waits out the timeout"
+    );
     let after = b.revision().expect("revision");
     assert_ne!(after, before);
     assert_eq!(after, entry.seq);
@@ -78,7 +84,10 @@ fn unwritable_paths_fail_clearly() {
     let err = open(&url).expect_err("unwritable");
     let text = err.to_string();
     assert!(
-        text.starts_with(&format!("metadata store {}", file.join("metadata.sqlite3").display())),
+        text.starts_with(&format!(
+            "metadata store {}",
+            file.join("metadata.sqlite3").display()
+        )),
         "{text}"
     );
     assert!(text.contains("cannot create the directory"), "{text}");

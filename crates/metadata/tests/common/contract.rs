@@ -49,7 +49,11 @@ pub fn run(open: Open<'_>, kind: &str) {
     let history = store.load_history(None, 1000).expect("history");
     drop(store);
     let reopened = open();
-    assert_eq!(reopened.snapshot().expect("snapshot"), snapshot, "after a restart");
+    assert_eq!(
+        reopened.snapshot().expect("snapshot"),
+        snapshot,
+        "after a restart"
+    );
     assert_eq!(reopened.audit(0, 1000, None).expect("audit"), audit);
     assert_eq!(reopened.load_history(None, 1000).expect("history"), history);
     assert_eq!(reopened.revision().expect("revision"), snapshot.revision);
@@ -65,8 +69,14 @@ fn policies(store: &dyn MetadataStore) -> Vec<AuditEntry> {
         .expect("put")
         .expect("an entry");
     assert_eq!(put.action, "traffic.put");
-    assert_eq!((put.actor.as_str(), put.model.as_str()), ("alice", "resnet"));
-    assert_eq!((put.before.as_ref(), put.after.as_ref()), (None, Some(&first)));
+    assert_eq!(
+        (put.actor.as_str(), put.model.as_str()),
+        ("alice", "resnet")
+    );
+    assert_eq!(
+        (put.before.as_ref(), put.after.as_ref()),
+        (None, Some(&first))
+    );
     assert!(put.seq > 0);
     assert!(
         (started - 1000..now_ms() + 1000).contains(&put.at_ms),
@@ -156,7 +166,10 @@ fn labels(store: &dyn MetadataStore) -> Vec<AuditEntry> {
         .expect("delete")
         .expect("an entry");
     assert_eq!(removed.action, "label.delete");
-    assert_eq!(removed.before, Some(json!({"label": "canary", "version": 3})));
+    assert_eq!(
+        removed.before,
+        Some(json!({"label": "canary", "version": 3}))
+    );
     assert_eq!(removed.after, None);
     assert_eq!(
         store
@@ -179,7 +192,10 @@ fn labels(store: &dyn MetadataStore) -> Vec<AuditEntry> {
                 "resnet".to_owned(),
                 BTreeMap::from([("stable".to_owned(), 2)])
             ),
-            ("bert".to_owned(), BTreeMap::from([("stable".to_owned(), 1 << 40)])),
+            (
+                "bert".to_owned(),
+                BTreeMap::from([("stable".to_owned(), 1 << 40)])
+            ),
         ])
     );
     vec![stable, moved, canary, big, removed]
@@ -187,7 +203,10 @@ fn labels(store: &dyn MetadataStore) -> Vec<AuditEntry> {
 
 fn audit_log(store: &dyn MetadataStore, written: &[AuditEntry]) {
     let all = store.audit(0, 1000, None).expect("audit");
-    assert_eq!(all, written, "every change, oldest first, as returned when made");
+    assert_eq!(
+        all, written,
+        "every change, oldest first, as returned when made"
+    );
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
@@ -207,7 +226,12 @@ fn audit_log(store: &dyn MetadataStore, written: &[AuditEntry]) {
 
     let page = store.audit(all[1].seq, 3, None).expect("a page");
     assert_eq!(page, all[2..5]);
-    assert!(store.audit(all[8].seq, 10, None).expect("past the end").is_empty());
+    assert!(
+        store
+            .audit(all[8].seq, 10, None)
+            .expect("past the end")
+            .is_empty()
+    );
     assert!(store.audit(0, 0, None).expect("limit 0").is_empty());
 
     let bert = store.audit(0, 1000, Some("bert")).expect("one model's");
@@ -251,15 +275,17 @@ fn history(store: &dyn MetadataStore) {
         resnet.iter().collect::<Vec<_>>(),
         [&events[3], &events[1], &events[0]]
     );
-    assert_eq!(
-        resnet[1].reason.as_deref(),
-        Some("bad model: no graph")
-    );
+    assert_eq!(resnet[1].reason.as_deref(), Some("bad model: no graph"));
     assert_eq!(
         store.load_history(Some("resnet"), 1).expect("history"),
         [events[3].clone()]
     );
-    assert!(store.load_history(Some("nobody"), 10).expect("history").is_empty());
+    assert!(
+        store
+            .load_history(Some("nobody"), 10)
+            .expect("history")
+            .is_empty()
+    );
 }
 
 /// Writers through several handles at once (replicas, or threads of one): each change's
@@ -277,7 +303,12 @@ pub fn concurrent_writers(open: Open<'_>) {
                     for n in 0..CHANGES {
                         let version = (i * THREADS + t) as u64 * 100 + n + 1;
                         store
-                            .set_label("shared", "stable", Some(version), &format!("writer-{i}-{t}"))
+                            .set_label(
+                                "shared",
+                                "stable",
+                                Some(version),
+                                &format!("writer-{i}-{t}"),
+                            )
                             .expect("set_label")
                             .expect("an entry");
                     }
