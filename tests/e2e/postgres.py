@@ -1,6 +1,7 @@
 """A real, throwaway PostgreSQL for the end-to-end tests (the metadata store's shared backend),
 from Debian's postgresql package: `with postgres_server() as url:` gives
-`postgres://quiver@127.0.0.1:PORT/quiver`, a new cluster in a temporary directory, listening on
+a `PostgresServer` whose `url` is `postgres://quiver@127.0.0.1:PORT/quiver` (and which can be
+stopped and started again on the same port, to lose the store mid-test), a new cluster in a temporary directory, listening on
 127.0.0.1 on a free port, trust authentication for the superuser `quiver`; stopped
 (`pg_ctl stop -m immediate`) and removed afterwards.
 
@@ -45,9 +46,19 @@ def _run(command, what, cwd=None):
     return result
 
 
+class PostgresServer:
+    """A running test cluster: `url`, and `stop()` / `start()` (same port, same data)."""
+
+    def __init__(self, url, start, stop):
+        self.url = url
+        self.start = start
+        self.stop = stop
+
+
 @contextlib.contextmanager
 def postgres_server():
-    """Yields the URL of a new PostgreSQL database `quiver` (user `quiver`, no password)."""
+    """Yields a `PostgresServer` for a new PostgreSQL database `quiver` (user `quiver`, no
+    password)."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         message = ("PostgreSQL (Debian package postgresql) not installed: no "
@@ -94,7 +105,15 @@ def postgres_server():
                                            + server_log.read())
             _run([os.path.join(bin_dir, "createdb"), "-h", "127.0.0.1", "-p", str(port),
                   "-U", "quiver", "quiver"], "createdb")
-            yield f"postgres://quiver@127.0.0.1:{port}/quiver"
+            def stop():
+                _run(as_postgres("pg_ctl", "-D", data, "-w", "-m", "immediate", "stop"),
+                     "pg_ctl stop", cwd=tmp)
+
+            def start():
+                _run(as_postgres("pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o", options,
+                                 "start"), "pg_ctl start", cwd=tmp)
+
+            yield PostgresServer(f"postgres://quiver@127.0.0.1:{port}/quiver", start, stop)
         finally:
             if started:
                 subprocess.run(as_postgres("pg_ctl", "-D", data, "-w", "-m", "immediate", "stop"),
