@@ -22,8 +22,11 @@ fn repository() -> TempRepository {
         repo.add("m", version, &fixture_model("half_plus_two_tf"))
             .unwrap();
     }
-    repo.write("m/config.toml", b"version_policy = \"all\"\n[labels]\nstable = 1\n")
-        .unwrap();
+    repo.write(
+        "m/config.toml",
+        b"version_policy = \"all\"\n[labels]\nstable = 1\n",
+    )
+    .unwrap();
     repo
 }
 
@@ -101,7 +104,10 @@ fn a_sticky_key_keeps_its_variant() {
         let keys = Keys(BTreeMap::from([("user", format!("u{user}"))]));
         let first = served(&models, &Target::latest("m").with_keys(&keys));
         for _ in 0..3 {
-            assert_eq!(served(&models, &Target::latest("m").with_keys(&keys)), first);
+            assert_eq!(
+                served(&models, &Target::latest("m").with_keys(&keys)),
+                first
+            );
         }
         *seen.entry(first).or_insert(0) += 1;
     }
@@ -113,17 +119,33 @@ fn bad_policies_are_refused_naming_the_model() {
     let repo = repository();
     let models = manager(&repo);
     for (json, says) in [
-        (r#"{"split": [{"version": 1, "weight": 40}]}"#, "add up to 40"),
-        (r#"{"split": [{"version": 7, "weight": 100}]}"#, "no version 7"),
-        (r#"{"split": [{"label": "canary", "weight": 100}]}"#, "no label 'canary'"),
+        (
+            r#"{"split": [{"version": 1, "weight": 40}]}"#,
+            "add up to 40",
+        ),
+        (
+            r#"{"split": [{"version": 7, "weight": 100}]}"#,
+            "no version 7",
+        ),
+        (
+            r#"{"split": [{"label": "canary", "weight": 100}]}"#,
+            "no label 'canary'",
+        ),
         (r#"{"shadow": {"version": 9}}"#, "no version 9"),
     ] {
         let e = models.check_policy("m", &policy(json)).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidInput, "{json}");
-        assert!(e.message.contains(says) && e.message.contains("'m'"), "{json}: {}", e.message);
+        assert!(
+            e.message.contains(says) && e.message.contains("'m'"),
+            "{json}: {}",
+            e.message
+        );
     }
     let e = models
-        .check_policy("absent", &policy(r#"{"split": [{"version": 1, "weight": 100}]}"#))
+        .check_policy(
+            "absent",
+            &policy(r#"{"split": [{"version": 1, "weight": 100}]}"#),
+        )
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
 }
@@ -142,7 +164,10 @@ fn the_admin_layer_keeps_policies_and_labels_in_the_store() {
     let view = admin.set_traffic("m", split.clone(), "tester").unwrap();
     assert_eq!(view.source, Some(PolicySource::Api));
     let labels = admin.set_label("m", "stable", Some(3), "tester").unwrap();
-    assert_eq!(labels["stable"], 3, "the API's label wins over config.toml's");
+    assert_eq!(
+        labels["stable"], 3,
+        "the API's label wins over config.toml's"
+    );
     assert_eq!(served(&models, &Target::latest("m")), 2);
 
     // A second manager on the same store (a restart) applies both.
