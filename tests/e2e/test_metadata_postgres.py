@@ -117,9 +117,13 @@ def test_a_lost_store_keeps_the_last_state_serving_and_says_so(tmp_path):
             assert "nothing was changed" in r.json()["error"]
             assert {served(server) for _ in range(10)} == {1}
             assert requests.get(f"{server.url}/v2/health/ready", timeout=30).status_code == 200
+            details = requests.get(f"{server.url}/v2/health/ready?verbose", timeout=30)
+            assert details.status_code == 200
+            assert "[!] metadata-store" in details.text and "cannot be reached" in details.text, details.text
 
             pg.start()
             wait_until(lambda: status(server)["healthy"], "the replica to see the store again", timeout=30)
+            assert "[+] metadata-store" in requests.get(f"{server.url}/v2/health/ready?verbose", timeout=30).text
             assert metric(server, "quiver_metadata_store_up") == 1
             r = requests.put(f"{server.url}/admin/models/m/traffic",
                              json={"split": [{"version": 2, "weight": 100}]}, timeout=30)

@@ -61,8 +61,15 @@ pub fn start(
         tracing::info!("no metadata store (--metadata-store none): the admin API is off");
         return Ok(None);
     };
-    let store = quiver_metadata::open(&url)
-        .map_err(|e| anyhow::anyhow!("cannot open the metadata store (--metadata-store): {e}"))?;
+    let store = quiver_metadata::open(&url).map_err(|e| {
+        let hint = if config.metadata_store.is_none() {
+            " (the default store is a file in --data-dir: give a writable --data-dir, another \
+             --metadata-store, or --metadata-store none)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot open the metadata store (--metadata-store): {e}{hint}")
+    })?;
     let admin = quiver_core::admin::Admin::start(models, store, replica, config.poll())
         .map_err(anyhow::Error::msg)?;
     Ok(Some(admin))

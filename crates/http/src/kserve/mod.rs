@@ -89,10 +89,42 @@ async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// Ready once the start-up models are loaded, until shutdown begins.
-async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+/// Ready once the start-up models are loaded, until shutdown begins. With `?verbose` (as
+/// Kubernetes' own `/readyz?verbose`), the answer also lists each check as text: whether the
+/// models are in, and whether the metadata store answers (a lost store does not make the
+/// server unready: it serves its last known policies, and says so here).
+async fn ready(State(state): State<AppState>, uri: axum::http::Uri) -> Result<Response, ApiError> {
+    let verbose = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    if verbose {
+        let ready = state.models.is_ready();
+        let mut text = String::from(if ready {
+            "[+] models: the start-up models are loaded\n"
+        } else {
+            "[-] models: loading, or shutting down\n"
+        });
+        if let Some(admin) = &state.admin {
+            let status = admin.status();
+            text += &match status.error {
+                None => format!("[+] metadata-store: {} answers\n", status.location),
+                Some(error) => format!(
+                    "[!] metadata-store: {} cannot be reached ({error}); serving the last known policies and labels (revision {})\n",
+                    status.location, status.revision
+                ),
+            };
+        }
+        text += if ready { "ready\n" } else { "not ready\n" };
+        let code = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return Ok((code, text).into_response());
+    }
     if state.models.is_ready() {
-        Ok(StatusCode::OK)
+        Ok(StatusCode::OK.into_response())
     } else {
         Err(ApiError(Error::new(
             ErrorKind::NotReady,
