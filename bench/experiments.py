@@ -67,8 +67,8 @@ def wrk(url, seconds, connections):
                           f"-d{seconds}s", "--latency", "-s", str(LUA), url],
                          capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = micros(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = micros(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = micros(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = micros(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     return rate, p50, p99
 
 

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 
 from conftest import ROOT, Server, half_plus_model, wait_until
 
