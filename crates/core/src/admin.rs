@@ -50,10 +50,12 @@ pub struct StoreStatus {
 pub struct Admin {
     models: Arc<ModelManager>,
     store: Arc<dyn MetadataStore>,
-    /// The revision applied, and whether the store answered: held while a change is written
-    /// and applied, and while another's change is read and applied, so the two never cross
-    /// (an older state can never be applied over a newer one).
+    /// The revision applied, and whether the store answered (held only to read or set them,
+    /// never across a call to the store: a status call never waits on the store).
     state: Mutex<Health>,
+    /// Held while a change is written and applied, and while another's change is read and
+    /// applied, so the two never cross (an older state is never applied over a newer one).
+    io: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -83,6 +85,7 @@ impl Admin {
                 revision: 0,
                 error: None,
             }),
+            io: Mutex::new(()),
         });
         admin.apply(&snapshot);
         admin.state().revision = snapshot.revision;
@@ -126,9 +129,10 @@ impl Admin {
 
     /// Reads the store's revision and, when it moved, its state; puts it in force.
     pub fn sync(&self) {
-        let mut health = self.state();
+        let _io = self.io();
+        let applied = self.state().revision;
         let read = self.store.revision().and_then(|revision| {
-            if revision == health.revision {
+            if revision == applied {
                 Ok(None)
             } else {
                 self.store.snapshot().map(Some)
@@ -136,22 +140,26 @@ impl Admin {
         });
         match read {
             Ok(snapshot) => {
-                if let Some(error) = health.error.take() {
-                    tracing::info!(store = %self.store.location(), "metadata store reachable again (it was: {error})");
-                    quiver_telemetry::traffic::set_metadata_store_up(true);
-                }
-                if let Some(snapshot) = snapshot {
+                if let Some(snapshot) = &snapshot {
                     tracing::info!(
                         revision = snapshot.revision,
                         "metadata changed elsewhere: applying"
                     );
-                    self.apply(&snapshot);
+                    self.apply(snapshot);
+                }
+                let mut health = self.state();
+                if let Some(snapshot) = snapshot {
                     health.revision = snapshot.revision;
+                }
+                if let Some(error) = health.error.take() {
+                    tracing::info!(store = %self.store.location(), "metadata store reachable again (it was: {error})");
+                    quiver_telemetry::traffic::set_metadata_store_up(true);
                 }
             }
             Err(e) => {
                 quiver_telemetry::traffic::record_metadata_error("sync");
                 let message = e.to_string();
+                let mut health = self.state();
                 if health.error.is_none() {
                     tracing::warn!(store = %self.store.location(), error = %message,
                         "metadata store unreachable: serving the last known policies and labels");
@@ -175,6 +183,10 @@ impl Admin {
         }
         self.models.replace_api_traffic(policies);
         self.models.replace_api_labels(snapshot.labels.clone());
+    }
+
+    fn io(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.io.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -214,14 +226,14 @@ impl Admin {
         self.models.check_policy(model, &policy)?;
         let value = serde_json::to_value(&policy)
             .map_err(|e| Error::internal(format!("cannot encode the policy: {e}")))?;
-        let mut health = self.state();
+        let io = self.io();
         let entry = self
             .store
             .set_policy(model, Some(&value), actor)
-            .map_err(|e| self.write_failed(&mut health, &e))?;
+            .map_err(|e| self.write_failed(&e))?;
         self.models.set_api_traffic(model, Some(policy));
-        self.advance(&mut health, entry.as_ref());
-        drop(health);
+        self.advance(entry.as_ref());
+        drop(io);
         tracing::info!(model = %model, actor = %actor, policy = %value, "traffic policy set");
         self.traffic(model)
     }
@@ -229,14 +241,14 @@ impl Admin {
     /// Removes the API's policy of `model` (its config file's, if any, is in force again).
     pub fn delete_traffic(&self, model: &str, actor: &str) -> Result<TrafficView, Error> {
         self.models.traffic(model)?;
-        let mut health = self.state();
+        let io = self.io();
         let entry = self
             .store
             .set_policy(model, None, actor)
-            .map_err(|e| self.write_failed(&mut health, &e))?;
+            .map_err(|e| self.write_failed(&e))?;
         self.models.set_api_traffic(model, None);
-        self.advance(&mut health, entry.as_ref());
-        drop(health);
+        self.advance(entry.as_ref());
+        drop(io);
         tracing::info!(model = %model, actor = %actor, "traffic policy removed");
         self.traffic(model)
     }
@@ -260,14 +272,14 @@ impl Admin {
                 }
             }
         }
-        let mut health = self.state();
+        let io = self.io();
         let entry = self
             .store
             .set_label(model, label, version, actor)
-            .map_err(|e| self.write_failed(&mut health, &e))?;
+            .map_err(|e| self.write_failed(&e))?;
         self.models.set_api_label(model, label, version);
-        self.advance(&mut health, entry.as_ref());
-        drop(health);
+        self.advance(entry.as_ref());
+        drop(io);
         tracing::info!(model = %model, actor = %actor, label = %label, version = ?version, "label set");
         self.models.labels(model)
     }
@@ -293,7 +305,8 @@ impl Admin {
 
     /// A write went in: the state here is that revision now (when this was the only change
     /// since the last one applied; otherwise the watcher reads the rest).
-    fn advance(&self, health: &mut Health, entry: Option<&AuditEntry>) {
+    fn advance(&self, entry: Option<&AuditEntry>) {
+        let mut health = self.state();
         if let Some(entry) = entry
             && entry.seq == health.revision + 1
         {
@@ -301,8 +314,9 @@ impl Admin {
         }
     }
 
-    fn write_failed(&self, health: &mut Health, error: &quiver_metadata::MetadataError) -> Error {
+    fn write_failed(&self, error: &quiver_metadata::MetadataError) -> Error {
         quiver_telemetry::traffic::record_metadata_error("write");
+        let mut health = self.state();
         if error.is_unreachable() && health.error.is_none() {
             quiver_telemetry::traffic::set_metadata_store_up(false);
             health.error = Some(error.to_string());
