@@ -15,6 +15,9 @@ async fn serve(
     config.http.host = "127.0.0.1".parse().unwrap();
     config.http.rest_port = 0;
     config.grpc.grpc_port = 0;
+    // No metadata store: these tests share one process, and the default store is a file in the
+    // user's data directory (the store's own tests: crates/metadata, tests/e2e).
+    config.metadata.metadata_store = Some("none".into());
     tweak(&mut config);
     start(&config, std::future::pending()).await.unwrap()
 }
