@@ -12,7 +12,12 @@ impl ModelManager {
     /// (shown `LOADING` with what is happening while one downloads), and removes from the
     /// cache the versions the store no longer holds. A version that cannot be downloaded is
     /// failed (a version serving keeps serving); the others go on.
-    pub(super) fn mirror(&self, name: &str, remote: &RemoteModel, config: &ModelConfig) -> Vec<String> {
+    pub(super) fn mirror(
+        &self,
+        name: &str,
+        remote: &RemoteModel,
+        config: &ModelConfig,
+    ) -> Vec<String> {
         let wanted = config.version_policy.select(&remote.listing.versions());
         let mut failures = Vec::new();
         for version in wanted {
