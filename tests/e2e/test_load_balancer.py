@@ -26,7 +26,7 @@ X = [1.0, 2.0, 5.0]
 ANSWERS = {"1": [2.5, 3.0, 4.5], "2": [7.5, 8.0, 9.5]}
 GRPC_RETRIES = json.dumps({"methodConfig": [{
     "name": [{"service": "inference.GRPCInferenceService"}],
-    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "1s",
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 
 
