@@ -11,5 +11,5 @@
 pub mod queue;
 pub mod state;
 
-pub use queue::{Answer, BatchError, Queue, QueueStats};
+pub use queue::{Answer, BatchError, Company, Queue, QueueStats};
 pub use state::{BatchPolicy, QueueState};

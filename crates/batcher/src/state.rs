@@ -21,7 +21,15 @@ pub struct BatchPolicy {
     /// first differ share a batch, padded with `value` to the longest; outputs are cut back to
     /// each request's own lengths. Empty: no input is padded.
     pub pad: Vec<Option<i64>>,
+    /// Longest recent engine call (moving average) of a model that does not batch whose lone
+    /// requests run on the caller's thread ([`crate::Queue::run`]); zero: never.
+    pub inline_max: Duration,
 }
+
+/// Default [`BatchPolicy::inline_max`]. A runtime thread busy with a model delays the other
+/// connections it serves (the runtime's other threads steal them only once it is); a fifth of
+/// a millisecond is about what decoding a large JSON body there costs already.
+pub const INLINE_MAX: Duration = Duration::from_micros(200);
 
 impl Default for BatchPolicy {
     fn default() -> Self {
@@ -31,6 +39,7 @@ impl Default for BatchPolicy {
             preferred_batch_sizes: Vec::new(),
             max_queue_size: 1024,
             pad: Vec::new(),
+            inline_max: INLINE_MAX,
         }
     }
 }
@@ -257,6 +266,7 @@ mod tests {
             preferred_batch_sizes: preferred.to_vec(),
             max_queue_size: 4,
             pad: Vec::new(),
+            inline_max: Duration::ZERO,
         }
     }
 

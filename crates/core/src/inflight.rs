@@ -24,6 +24,7 @@ pub struct InflightLimit {
 #[derive(Debug)]
 pub struct Admitted<'a> {
     limit: &'a InflightLimit,
+    alone: bool,
 }
 
 impl InflightLimit {
@@ -51,12 +52,27 @@ impl InflightLimit {
             ));
         }
         self.metrics.inflight.increment(1.0);
-        Ok(Admitted { limit: self })
+        Ok(Admitted {
+            limit: self,
+            alone: before == 0,
+        })
     }
 
     /// Requests in flight now.
     pub fn current(&self) -> usize {
         self.count.load(Ordering::Acquire)
+    }
+}
+
+impl Admitted<'_> {
+    /// Whether no other request was in flight when this one was admitted: what the server knows
+    /// of its load, for the engine queue ([`quiver_batcher::Company`]).
+    pub fn company(&self) -> quiver_batcher::Company {
+        if self.alone {
+            quiver_batcher::Company::Alone
+        } else {
+            quiver_batcher::Company::Unknown
+        }
     }
 }
 

@@ -182,7 +182,7 @@ async fn run<P, T>(
     encode: impl FnOnce(&LoadedVersion, Inference, P, &mut Stages<'_>) -> Result<Encoded<T>, Error>,
 ) -> Result<Encoded<T>, Error> {
     let target = target?;
-    let _admitted = models.admit_request()?;
+    let admitted = models.admit_request()?;
     let (loaded, shadow) = models.acquire_routed(&target).await?;
     record.served_by(loaded.metrics());
     let Decoded {
@@ -197,7 +197,9 @@ async fn run<P, T>(
         .map(|log| (log, inputs.clone(), SystemTime::now(), Instant::now()));
     // The shadow runs the same inputs once the primary has answered.
     let shadow = shadow.map(|run| (run, inputs.clone()));
-    let inference = loaded.infer_timed(inputs, deadline).await?;
+    let inference = loaded
+        .infer_timed(inputs, deadline, admitted.company())
+        .await?;
     if let Some((run, inputs)) = shadow {
         run.spawn(inputs, inference.outputs.clone());
     }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use quiver_batcher::{BatchError, BatchPolicy, Queue, QueueStats};
+use quiver_batcher::{BatchError, BatchPolicy, Company, Queue, QueueStats};
 use quiver_engine_api::{
     EngineError, ModelSignature, NamedTensor, Session, Tensor, TensorSpec, shape_text,
 };
@@ -243,7 +243,10 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         deadline: Option<Instant>,
     ) -> Result<Vec<NamedTensor>, Error> {
-        Ok(self.infer_timed(inputs, deadline).await?.outputs)
+        Ok(self
+            .infer_timed(inputs, deadline, Company::Unknown)
+            .await?
+            .outputs)
     }
 
     /// [`LoadedVersion::infer`], also saying how long the request queued and computed.
@@ -251,10 +254,11 @@ impl LoadedVersion {
         &self,
         inputs: Vec<NamedTensor>,
         deadline: Option<Instant>,
+        company: Company,
     ) -> Result<Inference, Error> {
         let started = Instant::now();
         let Some(cache) = &self.cache else {
-            return self.run_model(inputs, deadline, started).await;
+            return self.run_model(inputs, deadline, started, company).await;
         };
         let key = crate::cache::key(&inputs);
         if let Some(kept) = cache.get(&key) {
@@ -269,7 +273,7 @@ impl LoadedVersion {
                 cache: Some(CacheResult::Hit),
             });
         }
-        let mut inference = self.run_model(inputs, deadline, started).await?;
+        let mut inference = self.run_model(inputs, deadline, started, company).await?;
         cache.insert(
             key,
             Cached {
@@ -288,6 +292,7 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         deadline: Option<Instant>,
         started: Instant,
+        company: Company,
     ) -> Result<Inference, Error> {
         let deadline = deadline.or_else(|| self.default_timeout.map(|t| started + t));
         let _inflight = self.metrics.inflight();
@@ -307,7 +312,7 @@ impl LoadedVersion {
         let preprocess = started.elapsed();
         let answer = self
             .queue
-            .run(ordered, deadline)
+            .run(ordered, deadline, company)
             .await
             .map_err(|e| batch_error(&self.name, e))?;
         let outputs = answer.outputs;

@@ -200,6 +200,7 @@ pub(super) fn batch_policy(
             .max_queue_size
             .unwrap_or(defaults.max_queue_size)
             .max(1),
+        inline_max: quiver_batcher::state::INLINE_MAX,
     })
 }
 

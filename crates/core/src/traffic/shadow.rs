@@ -29,7 +29,10 @@ impl ShadowRun {
         };
         runtime.spawn(async move {
             let number = self.version.version();
-            let result = self.version.infer_timed(inputs, None).await;
+            let result = self
+                .version
+                .infer_timed(inputs, None, quiver_batcher::Company::Unknown)
+                .await;
             drop(self.permit);
             match result {
                 Ok(inference) => {
