@@ -3,7 +3,8 @@
 //! - [`state`]: [`QueueState`], the pure batching rules (when a batch closes, which requests it
 //!   takes, which are dropped), tested without threads or clocks.
 //! - [`queue`]: [`Queue`], the handle the front ends push into, and one worker OS thread per
-//!   engine instance that takes batches, runs them and hands every request exactly its rows.
+//!   engine instance that takes batches, runs them and hands every request exactly its rows
+//!   (a lone request to a quick model that does not batch runs on its caller's thread).
 //!
 //! A full queue refuses at once ([`BatchError::Overloaded`]) instead of growing; a request whose
 //! deadline passes while it waits, or whose client went away, never reaches the engine.
