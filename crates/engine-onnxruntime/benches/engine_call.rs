@@ -76,6 +76,28 @@ fn bench_engine(
     }
 }
 
+/// The request-path fixture (64→256→10, `bench/request_path.sh`'s model) at batch 1 on one
+/// intra-op thread, as the server runs it there: for a model this small the call's fixed cost is
+/// all there is, which is what a request at concurrency 1 pays.
+fn bench_dense(c: &mut Criterion, engine: &dyn Engine) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../test-support/fixtures/models/dense/1/model.onnx");
+    let options = EngineOptions {
+        intra_op_threads: Some(1),
+        ..EngineOptions::default()
+    };
+    let session = engine.load(&path, &options).unwrap();
+    let data = (0..64).map(|i| i as f32 / 64.0).collect();
+    let input = vec![Tensor::new(vec![1, 64], TensorData::F32(data)).unwrap()];
+    c.bench_function("onnxruntime/dense/b1", |b| {
+        b.iter_batched(
+            || input.clone(),
+            |input| session.run(input).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+}
+
 fn engines(c: &mut Criterion) {
     if let Some(library) = onnxruntime_library() {
         let found = quiver_engine_onnxruntime::library::find(Some(&library)).unwrap();
@@ -98,6 +120,7 @@ fn engines(c: &mut Criterion) {
             ..EngineOptions::default()
         };
         bench_engine(c, "onnxruntime-own-pool", &ort, &own_pool, &models);
+        bench_dense(c, &ort);
     }
     // tract cannot load MiniLM (see the conformance suite).
     let tract = TractEngine::new(THREADS);

@@ -21,6 +21,17 @@ pub struct Logging {
     tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
+impl Logging {
+    /// Whether request spans are exported (OTLP), so their fields are read even when no line is
+    /// logged.
+    pub fn exports_spans(&self) -> bool {
+        #[cfg(feature = "otlp")]
+        return self.tracer.is_some();
+        #[cfg(not(feature = "otlp"))]
+        false
+    }
+}
+
 impl Drop for Logging {
     fn drop(&mut self) {
         #[cfg(feature = "otlp")]

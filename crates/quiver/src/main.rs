@@ -52,10 +52,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let _logging = {
+            let logging = {
                 let _runtime = runtime.enter();
                 quiver::logging::init(config.log.log_format)?
             };
+            quiver_telemetry::set_span_stages(config.log.access_log || logging.exports_spans());
             let result = runtime.block_on(async {
                 let server =
                     quiver::server::start(&config, quiver::server::shutdown_signal()).await?;

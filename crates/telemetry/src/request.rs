@@ -86,18 +86,20 @@ impl RequestRecord {
         let elapsed = self.started.elapsed().as_secs_f64();
         // The split also goes on the request's span: into the access line and exported traces.
         // i64: OpenTelemetry has no unsigned integers (a u64 would travel as a string).
-        let micros = self
-            .stages
-            .map(|took| took.map(|took| i64::try_from(took.as_micros()).unwrap_or(i64::MAX)));
-        let [a, b, c, d, e] = Stage::ALL.map(Stage::span_field);
-        let value = |i: usize| micros[i].as_ref().map(|v| v as &dyn tracing::Value);
-        record_on_current_span([
-            (a, value(0)),
-            (b, value(1)),
-            (c, value(2)),
-            (d, value(3)),
-            (e, value(4)),
-        ]);
+        if crate::span_stages() {
+            let micros = self
+                .stages
+                .map(|took| took.map(|took| i64::try_from(took.as_micros()).unwrap_or(i64::MAX)));
+            let [a, b, c, d, e] = Stage::ALL.map(Stage::span_field);
+            let value = |i: usize| micros[i].as_ref().map(|v| v as &dyn tracing::Value);
+            record_on_current_span([
+                (a, value(0)),
+                (b, value(1)),
+                (c, value(2)),
+                (d, value(3)),
+                (e, value(4)),
+            ]);
+        }
         match (outcome, &self.served_by) {
             (Ok(response_bytes), Some(version)) => {
                 let ok = version.ok(self.protocol);
