@@ -74,7 +74,8 @@ pub struct Answer {
 /// (bench/RESULTS.md), where at concurrency 1 skipping the two wake-ups is the larger gain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Company {
-    /// No other request is in flight in the server.
+    /// No other request is in flight in the server, and it has been quiet (the caller's
+    /// judgement: `quiver_core::inflight` looks at the gaps between requests).
     Alone,
     /// Others may be.
     Unknown,
