@@ -15,7 +15,8 @@ use crate::{Error, ErrorKind};
 
 /// The average idle gap between requests (from the server's last answer to the next request's
 /// arrival) above which a request that finds the server empty counts as alone
-/// ([`quiver_batcher::Company::Alone`]), and may run its model on its own thread.
+/// ([`quiver_batcher::Company::Alone`]), and may run its model on the runtime thread that
+/// decoded it instead of handing it to the model's engine thread.
 ///
 /// Being empty at the instant of arrival is not enough. Under load from several connections the
 /// server can fall into answering them one at a time — each request run inline, so none is in
